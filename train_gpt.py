@@ -22,6 +22,7 @@ import base64
 import contextlib
 import dataclasses
 import glob
+import hashlib
 import io
 import json
 import lzma
@@ -74,6 +75,7 @@ class Hyperparameters:
     seed: int = 1337
     log_dir: str = "logs"
     artifact_path: str = "final_model.int6.ptz"
+    checkpoint_path: str = "final_model.pt"
     # Device: auto picks CUDA when present; ATTN_IMPL and COMPILE select the fast kernels.
     device: str = "auto"
     attn_impl: str = "auto"
@@ -106,7 +108,6 @@ class Hyperparameters:
     min_lr: float = 0.0
     warmup_steps: int = 20
     train_log_every: int = 100
-    val_loss_every: int = 0
     matrix_lr: float = 0.022
     tied_embed_lr: float = 0.03
     scalar_lr: float = 0.02
@@ -137,6 +138,7 @@ class Hyperparameters:
     val_batch_seqs: int = 32
     val_max_tokens: int = 0
     sliding_window_enabled: bool = True
+    eval_only: bool = False  # skip training: evaluate the artifact at ARTIFACT_PATH
     ttt_enabled: bool = True
     ttt_lr: float = 0.005
     ttt_epochs: int = 3
@@ -301,37 +303,1189 @@ def all_reduce(t: Tensor, runtime: Runtime, op=None) -> Tensor:
 
 # -----------------------------------------------------------------------------
 # DATA
+# Shards are a 256-int32 header (magic, version, token count) then uint16 tokens; a shard
+# whose size disagrees with its header is rejected before any training starts. Documents
+# are `BOS doc-tokens`, so BOS positions are the document boundaries of the val stream.
 # -----------------------------------------------------------------------------
+
+SHARD_MAGIC = 20240520
+SHARD_VERSION = 1
+SHARD_HEADER_INTS = 256
+BOS_ID = 1
+
+
+def read_shard_header(path: str | Path) -> int:
+    """Validate a shard's header and size; return its token count."""
+    path = Path(path)
+    size = path.stat().st_size
+    if size < SHARD_HEADER_INTS * 4:
+        raise ValueError(f"{path}: {size} bytes is shorter than the {SHARD_HEADER_INTS * 4}-byte header")
+    header = np.fromfile(path, dtype="<i4", count=SHARD_HEADER_INTS)
+    if header[0] != SHARD_MAGIC:
+        raise ValueError(f"{path}: bad magic {header[0]} (expected {SHARD_MAGIC}); not a token shard")
+    if header[1] != SHARD_VERSION:
+        raise ValueError(f"{path}: unsupported shard version {header[1]} (expected {SHARD_VERSION})")
+    num_tokens = int(header[2])
+    expected = SHARD_HEADER_INTS * 4 + 2 * num_tokens
+    if size != expected:
+        raise ValueError(f"{path}: file is {size} bytes but its header says {num_tokens} tokens "
+                         f"({expected} bytes); truncated or corrupt")
+    return num_tokens
+
+
+def load_shard(path: str | Path, mmap: bool = True) -> np.ndarray:
+    num_tokens = read_shard_header(path)
+    mode = "r" if mmap else None
+    if mode:
+        return np.memmap(path, dtype="<u2", mode="r", offset=SHARD_HEADER_INTS * 4, shape=(num_tokens,))
+    return np.fromfile(path, dtype="<u2", offset=SHARD_HEADER_INTS * 4, count=num_tokens)
+
+
+def write_shard(path: str | Path, tokens: np.ndarray) -> None:
+    """Write tokens in the published format (used by the data builder and the tests)."""
+    tokens = np.asarray(tokens)
+    if tokens.size and (tokens.min() < 0 or tokens.max() >= 2**16):
+        raise ValueError("shard tokens must fit in uint16")
+    header = np.zeros(SHARD_HEADER_INTS, dtype="<i4")
+    header[:3] = (SHARD_MAGIC, SHARD_VERSION, tokens.size)
+    with open(path, "wb") as f:
+        f.write(header.tobytes())
+        f.write(tokens.astype("<u2").tobytes())
+
+
+def find_shards(data_path: str, split: str) -> list[str]:
+    paths = sorted(glob.glob(os.path.join(data_path, f"fineweb_{split}_*.bin")))
+    if not paths:
+        raise FileNotFoundError(f"no {split} shards matching {data_path}/fineweb_{split}_*.bin "
+                                f"(download with data/download.py or build with data/build.py)")
+    for path in paths:
+        read_shard_header(path)
+    return paths
+
+
+class TrainLoader:
+    """Random windows of seq_len+1 tokens from this rank's shards (every world_size-th).
+
+    Per epoch each shard is cut at a random phase into seq_len-strided windows, visited in
+    a random order; the next shard is drawn in proportion to the windows it has left, so
+    the mixture over shards stays uniform per token. State is (rng, epoch plan) and can be
+    snapshotted and restored for the warm-up-and-restore of TRAINING.
+    """
+
+    def __init__(self, data_path: str, seq_len: int, rank: int, world_size: int, seed: int):
+        all_paths = find_shards(data_path, "train")
+        self.paths = all_paths[rank::world_size] or all_paths  # small local sets: share shards
+        self.shards = [load_shard(p) for p in self.paths]
+        self.seq_len = seq_len
+        if max(len(s) for s in self.shards) < seq_len + 1:
+            raise ValueError(f"train shards are shorter than TRAIN_SEQ_LEN+1={seq_len + 1} tokens")
+        self.seed = seed + 1000 * rank
+        self.reset()
+
+    def reset(self) -> None:
+        self.rng = np.random.default_rng(self.seed)
+        self._new_epoch()
+
+    def _new_epoch(self) -> None:
+        self.plans = []
+        for shard in self.shards:
+            count = max(0, (len(shard) - 1) // self.seq_len)
+            phase = int(self.rng.integers(0, len(shard) - count * self.seq_len)) if count else 0
+            starts = phase + self.seq_len * self.rng.permutation(count)
+            self.plans.append(list(starts))
+
+    def _next_window(self) -> np.ndarray:
+        left = np.array([len(p) for p in self.plans], dtype=np.float64)
+        if left.sum() == 0:
+            self._new_epoch()
+            left = np.array([len(p) for p in self.plans], dtype=np.float64)
+        shard_index = int(self.rng.choice(len(self.plans), p=left / left.sum()))
+        start = int(self.plans[shard_index].pop())
+        return self.shards[shard_index][start:start + self.seq_len + 1]
+
+    def next_batch(self, num_sequences: int, device: torch.device) -> Tensor:
+        """(num_sequences, seq_len+1) int64 tokens; inputs are [:, :-1], targets [:, 1:]."""
+        windows = np.stack([self._next_window() for _ in range(num_sequences)]).astype(np.int64)
+        return torch.from_numpy(windows).to(device, non_blocking=True)
+
+
+def load_validation_tokens(data_path: str, seq_len: int, max_tokens: int = 0) -> Tensor:
+    """All val shards concatenated, truncated to a multiple of seq_len plus one token."""
+    tokens = np.concatenate([load_shard(p, mmap=False) for p in find_shards(data_path, "val")])
+    if max_tokens:
+        tokens = tokens[:max_tokens + 1]
+    usable = ((len(tokens) - 1) // seq_len) * seq_len
+    if usable <= 0:
+        raise ValueError(f"validation stream has {len(tokens)} tokens, fewer than EVAL_SEQ_LEN+1={seq_len + 1}")
+    return torch.from_numpy(tokens[:usable + 1].astype(np.int64))
 
 
 # -----------------------------------------------------------------------------
 # MODEL
+# The record architecture (SPEC §3): 11 physical layers, layers 3-5 looped into 17 virtual
+# ones once training is 35 % done, U-Net skips, parallel residuals from layer 7, XSA on all
+# layers, partial RoPE, tied embeddings with a soft-capped head. Parameters stay fp32 (the
+# master copies); CUDA runs them under bf16 autocast.
 # -----------------------------------------------------------------------------
+
+
+def rms_norm(x: Tensor) -> Tensor:
+    return F.rms_norm(x, (x.size(-1),))
+
+
+class RMSNorm(nn.Module):
+    """Weightless RMSNorm as a module, so GPTQ can hook the head's input (`final_norm`)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return rms_norm(x)
+
+
+def rotary_tables(seq_len: int, rope_dims: int, base: float, train_seq_len: int, device) -> tuple[Tensor, Tensor]:
+    """cos, sin of shape (seq_len, rope_dims/2). Past the training length the base grows by
+    (L/L_train)^(d/(d-2)) (NTK-aware scaling), so the slowest frequency still fits L."""
+    if seq_len > train_seq_len:
+        base = base * (seq_len / train_seq_len) ** (rope_dims / (rope_dims - 2))
+    inv_freq = 1.0 / base ** (torch.arange(0, rope_dims, 2, dtype=torch.float32, device=device) / rope_dims)
+    angles = torch.outer(torch.arange(seq_len, dtype=torch.float32, device=device), inv_freq)
+    return angles.cos(), angles.sin()
+
+
+def apply_partial_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate the first 2·cos.size(-1) dims of each head of x (B, T, H, D); keep the rest."""
+    half = cos.size(-1)
+    rotated, rest = x[..., :2 * half], x[..., 2 * half:]
+    x1, x2 = rotated[..., :half], rotated[..., half:]
+    cos, sin = cos[None, :, None, :].to(x.dtype), sin[None, :, None, :].to(x.dtype)
+    out = torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+    return torch.cat((out, rest), dim=-1)
+
+
+def causal_attention(q: Tensor, k: Tensor, v: Tensor, impl: str) -> Tensor:
+    """The one attention dispatch point. q (B, T, H, D), k/v (B, T, Hkv, D) -> (B, T, H, D)."""
+    if impl == "fa3":
+        return flash_attn_3_func(q, k, v, causal=True)
+    out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                         is_causal=True, enable_gqa=q.size(2) != k.size(2))
+    return out.transpose(1, 2)
+
+
+def reference_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """Plain softmax attention, the yardstick that the fast paths are tested against."""
+    groups = q.size(2) // k.size(2)
+    k, v = k.repeat_interleave(groups, dim=2), v.repeat_interleave(groups, dim=2)
+    scores = torch.einsum("bthd,bshd->bhts", q.float(), k.float()) / math.sqrt(q.size(-1))
+    mask = torch.ones(q.size(1), k.size(1), dtype=torch.bool, device=q.device).tril()
+    scores = scores.masked_fill(~mask, float("-inf"))
+    return torch.einsum("bhts,bshd->bthd", scores.softmax(-1), v.float()).to(q.dtype)
+
+
+class Attention(nn.Module):
+    def __init__(self, h: Hyperparameters, use_xsa: bool):
+        super().__init__()
+        self.num_heads, self.num_kv_heads = h.num_heads, h.num_kv_heads
+        self.head_dim = h.model_dim // h.num_heads
+        kv_dim = self.num_kv_heads * self.head_dim
+        self.q = nn.Linear(h.model_dim, h.model_dim, bias=False)
+        self.k = nn.Linear(h.model_dim, kv_dim, bias=False)
+        self.v = nn.Linear(h.model_dim, kv_dim, bias=False)
+        self.proj = nn.Linear(h.model_dim, h.model_dim, bias=False)
+        self.q_gain = nn.Parameter(torch.full((h.num_heads,), h.qk_gain_init))
+        self.use_xsa = use_xsa
+        self.attn_impl = "sdpa"  # set by GPT.set_attention_impl from the Runtime
+
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+        B, T, _ = x.shape
+        q = self.q(x).view(B, T, self.num_heads, self.head_dim)
+        k = self.k(x).view(B, T, self.num_kv_heads, self.head_dim)
+        v = self.v(x).view(B, T, self.num_kv_heads, self.head_dim)
+        q, k = rms_norm(q), rms_norm(k)  # QK-norm per head
+        q, k = apply_partial_rotary(q, cos, sin), apply_partial_rotary(k, cos, sin)
+        q = q * self.q_gain.to(q.dtype)[None, None, :, None]
+        y = causal_attention(q, k, v, self.attn_impl)  # (B, T, H, D)
+        if self.use_xsa:
+            # XSA: remove from each head's output its component along the (unit) value vector
+            # of its own position in its KV group, leaving what context adds beyond "self".
+            groups = self.num_heads // self.num_kv_heads
+            unit_v = F.normalize(v, dim=-1).unsqueeze(3)  # (B, T, Hkv, 1, D)
+            y = y.view(B, T, self.num_kv_heads, groups, self.head_dim)
+            y = y - (y * unit_v).sum(-1, keepdim=True) * unit_v
+        return self.proj(y.reshape(B, T, self.num_heads * self.head_dim))
+
+
+class MLP(nn.Module):
+    def __init__(self, h: Hyperparameters):
+        super().__init__()
+        self.fc = nn.Linear(h.model_dim, h.mlp_mult * h.model_dim, bias=False)
+        self.proj = nn.Linear(h.mlp_mult * h.model_dim, h.model_dim, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(F.leaky_relu(self.fc(x), 0.5).square())
+
+
+class Block(nn.Module):
+    def __init__(self, h: Hyperparameters, layer_index: int):
+        super().__init__()
+        self.attn = Attention(h, use_xsa=layer_index >= h.num_layers - h.xsa_last_n)
+        self.mlp = MLP(h)
+        self.attn_scale = nn.Parameter(torch.ones(h.model_dim))
+        self.mlp_scale = nn.Parameter(torch.ones(h.model_dim))
+        self.resid_mix = nn.Parameter(torch.stack((torch.ones(h.model_dim), torch.zeros(h.model_dim))))
+        self.norm_scale = 1.0 / math.sqrt(layer_index + 1)  # LN scale: deeper layers read smaller inputs
+        self.parallel = layer_index >= h.parallel_start_layer
+
+    def forward(self, x: Tensor, x0: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+        mix = self.resid_mix.to(x.dtype)
+        x_in = mix[0] * x + mix[1] * x0
+        attn_out = self.attn(rms_norm(x_in) * self.norm_scale, cos, sin)
+        if self.parallel:  # both branches read x_in
+            mlp_out = self.mlp(rms_norm(x_in) * self.norm_scale)
+            return x_in + self.attn_scale.to(x.dtype) * attn_out + self.mlp_scale.to(x.dtype) * mlp_out
+        x = x_in + self.attn_scale.to(x.dtype) * attn_out
+        return x + self.mlp_scale.to(x.dtype) * self.mlp(rms_norm(x) * self.norm_scale)
+
+
+def layer_schedule(h: Hyperparameters, looping: bool) -> tuple[list[int], list[int]]:
+    """(encoder, decoder) physical layer indices. Looping repeats LOOP_START..LOOP_END
+    NUM_LOOPS extra times: at the defaults [0,1,2,3,4,5,3,4] and [5,3,4,5,6,7,8,9,10]."""
+    order = list(range(h.num_layers))
+    if looping:
+        loop = list(range(h.loop_start, h.loop_end + 1))
+        order = order[:h.loop_start] + loop * (h.num_loops + 1) + order[h.loop_end + 1:]
+    half = len(order) // 2
+    return order[:half], order[half:]
+
+
+class GPT(nn.Module):
+    def __init__(self, h: Hyperparameters):
+        super().__init__()
+        self.h = h
+        self.tok_emb = nn.Embedding(h.vocab_size, h.model_dim)
+        self.blocks = nn.ModuleList(Block(h, i) for i in range(h.num_layers))
+        encoder, decoder = layer_schedule(h, looping=h.num_loops > 0)
+        num_skips = min(len(encoder), len(decoder))
+        self.skip_weights = nn.Parameter(torch.ones(num_skips, h.model_dim))
+        self.skip_gates = nn.Parameter(torch.zeros(num_skips, h.model_dim))
+        self.final_norm = RMSNorm()
+        self.looping = False
+        self._rotary_cache: dict = {}
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        nn.init.normal_(self.tok_emb.weight, std=self.h.tied_embed_init_std)
+        for name, module in self.named_modules():
+            if isinstance(module, nn.Linear):
+                if name.endswith(".proj"):
+                    nn.init.zeros_(module.weight)  # residual branches start as identity
+                elif min(module.weight.shape) >= 64:
+                    nn.init.orthogonal_(module.weight)
+
+    def set_attention_impl(self, impl: str) -> None:
+        for block in self.blocks:
+            block.attn.attn_impl = impl
+
+    def _rotary(self, seq_len: int, device) -> tuple[Tensor, Tensor]:
+        key = (seq_len, str(device))
+        if key not in self._rotary_cache:
+            self._rotary_cache[key] = rotary_tables(seq_len, self.h.rope_dims, self.h.rope_base,
+                                                    self.h.train_seq_len, device)
+        return self._rotary_cache[key]
+
+    def hidden(self, input_ids: Tensor) -> Tensor:
+        """(B, T) token ids -> (B, T, d) final-normed hidden states (the head's input)."""
+        cos, sin = self._rotary(input_ids.size(1), input_ids.device)
+        x = x0 = rms_norm(self.tok_emb(input_ids))
+        encoder, decoder = layer_schedule(self.h, self.looping)
+        skips = []
+        for layer in encoder:
+            x = self.blocks[layer](x, x0, cos, sin)
+            skips.append(x)
+        for i, layer in enumerate(decoder):
+            if i < self.skip_weights.size(0) and skips:
+                # U-Net skip, last encoder output first: x = lerp(w*skip, x, sigmoid(g)).
+                weighted = self.skip_weights[i].to(x.dtype) * skips.pop()
+                x = torch.lerp(weighted, x, torch.sigmoid(self.skip_gates[i]).to(x.dtype))
+            x = self.blocks[layer](x, x0, cos, sin)
+        return self.final_norm(x)
+
+    def logits(self, hidden: Tensor) -> Tensor:
+        """Tied head with soft cap 30·tanh(z/30), in fp32: (..., d) -> (..., V)."""
+        z = F.linear(hidden, self.tok_emb.weight.to(hidden.dtype)).float()
+        cap = self.h.logit_softcap
+        return cap * torch.tanh(z / cap)
+
+    def loss(self, input_ids: Tensor, target_ids: Tensor) -> Tensor:
+        logits = self.logits(self.hidden(input_ids))
+        return F.cross_entropy(logits.view(-1, logits.size(-1)), target_ids.reshape(-1))
+
+    def forward(self, input_ids: Tensor, target_ids: Tensor) -> Tensor:
+        return self.loss(input_ids, target_ids)
+
+
+def token_statistics(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Per position: NLL of the target, entropy and top probability of the full distribution
+    (fp32, shape of targets). Entropy and top probability never look at the target."""
+    log_probs = logits.float().log_softmax(-1)
+    nll = -log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    probs = log_probs.exp()
+    entropy = -(probs * log_probs).sum(-1)
+    return nll, entropy, probs.amax(-1)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
 
 
 # -----------------------------------------------------------------------------
 # OPTIMIZER
+# MuonEq-R for the 2-D block matrices: Nesterov momentum, each gradient row normalized
+# (the "R" equilibration), then an approximate orthogonalization by a quintic Newton-Schulz
+# iteration (Keller Jordan's Muon, modded-nanogpt). AdamW for the embedding and controls.
 # -----------------------------------------------------------------------------
+
+NEWTON_SCHULZ_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
+
+
+def newton_schulz(gradient: Tensor, steps: int) -> Tensor:
+    """Push the singular values of a (rows, cols) matrix towards 1 with a quintic iteration
+    X <- aX + (bA + cA²)X, A = XXᵀ, run on the wide orientation (cheaper Gram matrix)."""
+    a, b, c = NEWTON_SCHULZ_COEFFICIENTS
+    x = gradient.bfloat16() if gradient.is_cuda else gradient.float()
+    transposed = x.size(0) > x.size(1)
+    if transposed:
+        x = x.T
+    x = x / (x.norm() + 1e-7)  # spectral norm <= Frobenius norm <= 1: inside the basin
+    for _ in range(steps):
+        gram = x @ x.T
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return (x.T if transposed else x).to(gradient.dtype)
+
+
+class Muon(torch.optim.Optimizer):
+    """MuonEq-R with decoupled weight decay. On several ranks parameter i is orthogonalized
+    by rank i % world_size and the updates are summed with one all-reduce (gradients are
+    already identical everywhere, so every rank keeps the same momentum)."""
+
+    def __init__(self, params, lr: float, momentum: float, weight_decay: float, backend_steps: int,
+                 runtime: Runtime | None = None):
+        super().__init__(list(params), dict(lr=lr, momentum=momentum, weight_decay=weight_decay,
+                                            backend_steps=backend_steps))
+        self.runtime = runtime
+
+    @torch.no_grad()
+    def step(self):
+        rank = self.runtime.rank if self.runtime else 0
+        world_size = self.runtime.world_size if self.runtime and self.runtime.distributed else 1
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            updates = [torch.zeros_like(p) for p in params] if world_size > 1 else [None] * len(params)
+            for i, p in enumerate(params):
+                state = self.state[p]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = torch.zeros_like(p)
+                buffer = state["momentum_buffer"]
+                buffer.mul_(group["momentum"]).add_(p.grad)
+                if i % world_size != rank:
+                    continue
+                direction = p.grad.add(buffer, alpha=group["momentum"])  # Nesterov
+                direction = direction / (direction.norm(dim=1, keepdim=True) + 1e-7)  # row equilibration
+                update = newton_schulz(direction, group["backend_steps"])
+                updates[i] = update * math.sqrt(max(1.0, p.size(0) / p.size(1)))
+            if world_size > 1:
+                flat = torch.cat([u.flatten() for u in updates])
+                dist.all_reduce(flat)
+                updates = [u.view_as(p) for u, p in zip(flat.split([p.numel() for p in params]), params)]
+            for p, update in zip(params, updates):
+                p.mul_(1 - group["lr"] * group["weight_decay"])
+                p.add_(update, alpha=-group["lr"])
+
+
+@dataclass
+class Optimizers:
+    """The three parameter families and their optimizers; `base_lr` is kept per group so
+    the schedule can scale it."""
+    muon: Muon
+    adam: torch.optim.AdamW
+
+    def all(self) -> list[torch.optim.Optimizer]:
+        return [self.muon, self.adam]
+
+    def set_lr_scale(self, scale: float) -> None:
+        for optimizer in self.all():
+            for group in optimizer.param_groups:
+                group["lr"] = group["base_lr"] * scale
+
+    def set_muon_momentum(self, momentum: float) -> None:
+        for group in self.muon.param_groups:
+            group["momentum"] = momentum
+
+    def step(self) -> None:
+        for optimizer in self.all():
+            optimizer.step()
+
+    def zero_grad(self) -> None:
+        for optimizer in self.all():
+            optimizer.zero_grad(set_to_none=True)
+
+
+def build_optimizers(model: GPT, h: Hyperparameters, runtime: Runtime) -> Optimizers:
+    matrices = [m.weight for m in model.blocks.modules() if isinstance(m, nn.Linear)]
+    matrix_ids = {id(p) for p in matrices}
+    controls = [p for name, p in model.named_parameters() if id(p) not in matrix_ids and name != "tok_emb.weight"]
+    muon = Muon(matrices, lr=h.matrix_lr, momentum=h.muon_momentum, weight_decay=h.muon_wd,
+                backend_steps=h.muon_backend_steps, runtime=runtime)
+    adam = torch.optim.AdamW(
+        [dict(params=[model.tok_emb.weight], lr=h.tied_embed_lr, weight_decay=h.embed_wd),
+         dict(params=controls, lr=h.scalar_lr, weight_decay=h.adam_wd)],
+        betas=(h.beta1, h.beta2), eps=h.adam_eps, fused=runtime.is_cuda)  # fused: the one dispatch point
+    for optimizer in (muon, adam):
+        for group in optimizer.param_groups:
+            group["base_lr"] = group["lr"]
+    return Optimizers(muon=muon, adam=adam)
 
 
 # -----------------------------------------------------------------------------
 # TRAINING
+# The schedule runs on the wall clock: training stops at MAX_WALLCLOCK_SECONDS minus the
+# GPTQ reserve; the learning rate is flat, then decays linearly over the last WARMDOWN_FRAC.
+# Warm-up steps compile and warm the kernels (with and without looping) and are then undone.
 # -----------------------------------------------------------------------------
+
+
+class Logger:
+    """Rank 0 prints `key:value` lines and appends them to logs/<run_id>.txt."""
+
+    def __init__(self, h: Hyperparameters, runtime: Runtime):
+        self.enabled = runtime.is_main
+        self.path = Path(h.log_dir) / f"{h.run_id}.txt"
+        if self.enabled:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def __call__(self, line: str) -> None:
+        if not self.enabled:
+            return
+        print(line, flush=True)
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+
+    def fields(self, event: str | None = None, **values) -> None:
+        parts = [event] if event else []
+        for key, value in values.items():
+            parts.append(f"{key}:{value:.8g}" if isinstance(value, float) else f"{key}:{value}")
+        self(" ".join(parts))
+
+
+def lr_scale(progress: float, h: Hyperparameters) -> float:
+    """1 until 1 - WARMDOWN_FRAC of training, then linear down to MIN_LR at the end."""
+    decay_start = 1.0 - h.warmdown_frac
+    if progress <= decay_start or h.warmdown_frac <= 0:
+        return 1.0
+    remaining = max(0.0, 1.0 - progress) / h.warmdown_frac
+    return h.min_lr + (1.0 - h.min_lr) * remaining
+
+
+def muon_momentum_at(step: int, h: Hyperparameters) -> float:
+    warm = min(1.0, step / h.muon_momentum_warmup_steps) if h.muon_momentum_warmup_steps > 0 else 1.0
+    return h.muon_momentum_warmup_start + warm * (h.muon_momentum - h.muon_momentum_warmup_start)
+
+
+def sequences_per_micro_step(h: Hyperparameters, runtime: Runtime) -> tuple[int, int]:
+    """(grad_accum_steps, sequences per micro-step per rank); results do not depend on GPU count."""
+    grad_accum_steps = 8 // runtime.world_size
+    per_micro = h.train_batch_tokens // (runtime.world_size * grad_accum_steps * h.train_seq_len)
+    if per_micro < 1:
+        raise ValueError(f"TRAIN_BATCH_TOKENS={h.train_batch_tokens} is less than 8 sequences of {h.train_seq_len}")
+    return grad_accum_steps, per_micro
+
+
+def sum_gradients(model: nn.Module, runtime: Runtime, average: bool = False) -> None:
+    """One flat all-reduce of every gradient (a rank without a batch contributes zeros)."""
+    if not runtime.distributed:
+        return
+    for p in model.parameters():
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    grads = [p.grad for p in model.parameters()]
+    flat = torch.cat([g.flatten() for g in grads])
+    dist.all_reduce(flat)
+    if average:
+        flat /= runtime.world_size
+    for g, part in zip(grads, flat.split([g.numel() for g in grads])):
+        g.copy_(part.view_as(g))
+
+
+def train_step(model: GPT, step_fn: Callable, optimizers: Optimizers, loader: TrainLoader,
+               h: Hyperparameters, runtime: Runtime) -> float:
+    """One optimizer step over 8 // world_size micro-batches; returns the mean loss."""
+    grad_accum_steps, per_micro = sequences_per_micro_step(h, runtime)
+    total = torch.zeros((), device=runtime.device)
+    for _ in range(grad_accum_steps):
+        batch = loader.next_batch(per_micro, runtime.device)
+        with runtime.autocast():
+            loss = step_fn(batch[:, :-1], batch[:, 1:])
+        (loss / grad_accum_steps).backward()
+        total += loss.detach()
+    sum_gradients(model, runtime, average=True)
+    if h.grad_clip_norm > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), h.grad_clip_norm)
+    optimizers.step()
+    optimizers.zero_grad()
+    mean_loss = all_reduce(total / grad_accum_steps, runtime) / runtime.world_size
+    return float(mean_loss)
+
+
+def warm_up_and_restore(model: GPT, step_fn: Callable, optimizers: Optimizers, loader: TrainLoader,
+                        h: Hyperparameters, runtime: Runtime) -> None:
+    """Run WARMUP_STEPS steps without and with looping (compiling both graphs), then put the
+    model, optimizers and loader back to their initial state: warm-up never counts."""
+    if h.warmup_steps <= 0:
+        return
+    model_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    optimizer_states = [clone_state(o.state_dict()) for o in optimizers.all()]
+    for looping in (False, True) if h.num_loops > 0 else (False,):
+        model.looping = looping
+        for _ in range(h.warmup_steps):
+            train_step(model, step_fn, optimizers, loader, h, runtime)
+    model.looping = False
+    model.load_state_dict(model_state)
+    for optimizer, state in zip(optimizers.all(), optimizer_states):
+        optimizer.load_state_dict(state)
+    loader.reset()
+
+
+def clone_state(state):
+    """Deep copy of an optimizer state_dict (tensors cloned, containers rebuilt)."""
+    if isinstance(state, dict):
+        return {k: clone_state(v) for k, v in state.items()}
+    if isinstance(state, list):
+        return [clone_state(v) for v in state]
+    return state.clone() if isinstance(state, Tensor) else state
+
+
+class EMA:
+    """Exponential moving average of every floating-point state tensor, applied at the end."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = decay
+        self.state = {k: v.detach().clone().float() for k, v in model.state_dict().items() if v.is_floating_point()}
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        current = model.state_dict()
+        names = list(self.state)
+        torch._foreach_lerp_([self.state[k] for k in names], [current[k].float() for k in names], 1 - self.decay)
+
+    def apply_to(self, model: nn.Module) -> None:
+        model.load_state_dict({**model.state_dict(), **self.state})
+
+
+def train(model: GPT, h: Hyperparameters, runtime: Runtime, loader: TrainLoader, log: Logger) -> dict:
+    """The training loop; returns {'steps', 'train_time_ms'} with the EMA weights applied."""
+    optimizers = build_optimizers(model, h, runtime)
+    step_fn = maybe_compile(model.loss, runtime)
+    warm_up_and_restore(model, step_fn, optimizers, loader, h, runtime)
+    ema = EMA(model, h.ema_decay)
+    budget_ms = 1000.0 * (h.max_wallclock_seconds - h.gptq_reserve_seconds) if h.max_wallclock_seconds > 0 else math.inf
+    runtime.synchronize()
+    start = time.perf_counter()
+    elapsed_ms, step = 0.0, 0
+    while step < h.iterations:
+        progress = max(step / h.iterations, elapsed_ms / budget_ms)
+        if not model.looping and h.num_loops > 0 and progress >= h.enable_looping_at:
+            model.looping = True
+            log.fields("looping_enabled", step=step, train_time_ms=round(elapsed_ms))
+        optimizers.set_lr_scale(lr_scale(progress, h))
+        optimizers.set_muon_momentum(muon_momentum_at(step, h))
+        loss = train_step(model, step_fn, optimizers, loader, h, runtime)
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"non-finite training loss {loss} at step {step + 1}; stopping")
+        ema.update(model)
+        step += 1
+        runtime.synchronize()
+        elapsed_ms = 1000.0 * (time.perf_counter() - start)
+        if step % h.train_log_every == 0 or step == 1 or step == h.iterations:
+            log.fields(step=f"{step}/{h.iterations}", train_loss=round(loss, 4), train_time_ms=round(elapsed_ms),
+                       step_avg_ms=round(elapsed_ms / step, 2),
+                       tok_per_s=round(h.train_batch_tokens * step / max(elapsed_ms, 1e-9) * 1000),
+                       lr_scale=round(lr_scale(progress, h), 4))
+        # Every rank must stop at the same step: agree on the slowest clock.
+        over = torch.tensor(float(elapsed_ms >= budget_ms), device=runtime.device)
+        if all_reduce(over, runtime, dist.ReduceOp.MAX if runtime.distributed else None).item() > 0:
+            break
+    ema.apply_to(model)
+    peak_mib = torch.cuda.max_memory_allocated() / 2**20 if runtime.is_cuda else 0.0
+    log.fields("train_done", steps=step, train_time_ms=round(elapsed_ms), peak_memory_mib=round(peak_mib))
+    return {"steps": step, "train_time_ms": elapsed_ms}
 
 
 # -----------------------------------------------------------------------------
 # GPTQ
+# Post-training quantization of the final weights (SPEC §5). GPTQ rounds a matrix one column
+# at a time and pushes each rounding error onto the columns not yet rounded, weighted by the
+# input statistics H = E[xᵀx], so the layer's output moves far less than with plain rounding.
+# Matrices become int6, the tied embedding int8 (SDClip per-row scales); small tensors fp16.
 # -----------------------------------------------------------------------------
+
+EMBEDDING_KEY = "tok_emb.weight"
+SMALL_TENSOR_MAX_NUMEL = 65_536  # tensors this small (scales, gains, mixes) stay fp16
+
+
+def collect_hessians(model: nn.Module, batches: Iterator[Tensor], runtime: Runtime) -> dict[str, Tensor]:
+    """H = E[xᵀx] (fp32, (in, in)) of the input of every nn.Linear, keyed by its weight's
+    state_dict name; for the tied embedding (`tok_emb.weight`) the input of the head, i.e. the
+    output of `model.final_norm`. Each batch is a LongTensor (B, T+1); the model runs
+    `model.loss(batch[:, :-1], batch[:, 1:])`. Pass the eager (uncompiled) module: hooks key
+    on its module names. A module run several times per forward (depth recurrence) counts
+    every call. Sums and token counts are all-reduced, so every rank returns the same H."""
+    sums: dict[str, Tensor] = {}
+    counts: dict[str, int] = {}
+
+    def accumulate(key: str, x: Tensor) -> None:
+        x = x.detach().reshape(-1, x.shape[-1]).float()  # (tokens, in)
+        if key not in sums:
+            sums[key] = torch.zeros(x.shape[1], x.shape[1], device=x.device, dtype=torch.float32)
+            counts[key] = 0
+        sums[key].addmm_(x.T, x)
+        counts[key] += x.shape[0]
+
+    handles = []
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear):
+            key = f"{name}.weight"
+            handles.append(module.register_forward_hook(
+                lambda _m, inputs, _out, key=key: accumulate(key, inputs[0])))
+    if hasattr(model, "final_norm"):
+        handles.append(model.final_norm.register_forward_hook(
+            lambda _m, _inputs, output: accumulate(EMBEDDING_KEY, output)))
+    try:
+        with torch.no_grad(), runtime.autocast():
+            for batch in batches:
+                batch = batch.to(runtime.device, non_blocking=True)
+                model.loss(batch[:, :-1], batch[:, 1:])
+    finally:
+        for handle in handles:
+            handle.remove()
+    return _average_hessians(sums, counts, runtime)
+
+
+def _average_hessians(sums: dict[str, Tensor], counts: dict[str, int], runtime: Runtime) -> dict[str, Tensor]:
+    """Sum over ranks, then divide by the total token count; keys in sorted order so every
+    rank issues the same collectives."""
+    keys = sorted(sums)
+    if not keys:
+        return {}
+    device = sums[keys[0]].device
+    totals = all_reduce(torch.tensor([counts[k] for k in keys], dtype=torch.float64, device=device), runtime)
+    hessians = {}
+    for key, total in zip(keys, totals.tolist()):
+        hessians[key] = all_reduce(sums[key], runtime) / total
+    return hessians
+
+
+def sdclip_scale(weight: Tensor, bits: int, clip_sigmas: float) -> Tensor:
+    """SDClip: per-row scale s = k·std(row)/r with r = 2^(bits-1)-1, rounded to fp16 (rows,).
+    The floor keeps an all-zero row (std 0) from dividing by zero; its ints are then 0."""
+    max_int = 2 ** (bits - 1) - 1
+    scale = clip_sigmas * weight.float().std(dim=1) / max_int
+    return scale.clamp_min(torch.finfo(torch.float16).tiny).to(torch.float16)
+
+
+def round_to_nearest(weight: Tensor, scale: Tensor, bits: int) -> Tensor:
+    """Plain rounding with the given fp16 per-row scales: int8 (rows, cols) in [-r, r]."""
+    max_int = 2 ** (bits - 1) - 1
+    return torch.clamp(torch.round(weight.float() / scale.float()[:, None]), -max_int, max_int).to(torch.int8)
+
+
+def _upper_cholesky_of_inverse(hessian: Tensor) -> Tensor:
+    """U with H⁻¹ = UᵀU (upper triangular). Row i of U, divided by U[i, i], is how the error of
+    column i spreads over the later columns. Factorized in fp64 (cheap at these sizes), where
+    rounding cannot make the damped H look indefinite."""
+    lower = torch.linalg.cholesky(hessian.double())
+    inverse = torch.cholesky_inverse(lower)
+    return torch.linalg.cholesky(inverse, upper=True).to(hessian.dtype)
+
+
+def gptq_quantize(weight: Tensor, hessian: Tensor, bits: int, clip_sigmas: float,
+                  block_size: int = 128, damp: float = 0.01) -> tuple[Tensor, Tensor]:
+    """GPTQ of weight (rows, cols) given H (cols, cols): returns ints int8 (rows, cols) in
+    [-r, r] and fp16 scales (rows,), so that weight ≈ ints · scale[:, None]."""
+    max_int = 2 ** (bits - 1) - 1
+    scale = sdclip_scale(weight, bits, clip_sigmas)
+    row_scale = scale.float()[:, None].to(hessian.device)  # (rows, 1), the exact fp16 values
+    W = weight.detach().to(hessian.device, torch.float32).clone()
+    H = hessian.detach().float().clone()
+    # A dead input (always zero) never reaches the output: zero its column, make H invertible.
+    dead = torch.diagonal(H) == 0
+    H[dead, dead] = 1.0
+    W[:, dead] = 0.0
+    H.diagonal().add_(damp * torch.diagonal(H).mean())
+    # Quantize the columns with the largest input energy first (their error matters most).
+    order = torch.argsort(torch.diagonal(H), descending=True, stable=True)
+    W, H = W[:, order], H[order][:, order]
+    U = _upper_cholesky_of_inverse(H)  # (cols, cols)
+    ints = torch.zeros_like(W)
+    cols = W.shape[1]
+    for start in range(0, cols, block_size):
+        end = min(start + block_size, cols)
+        block = W[:, start:end].clone()  # (rows, width), updated in place as columns are rounded
+        errors = torch.zeros_like(block)
+        U_block = U[start:end, start:end]
+        for i in range(end - start):
+            column = block[:, i:i + 1]  # (rows, 1)
+            q = torch.clamp(torch.round(column / row_scale), -max_int, max_int)
+            ints[:, start + i:start + i + 1] = q
+            error = (column - q * row_scale) / U_block[i, i]
+            block[:, i:] -= error * U_block[i:i + 1, i:]  # (rows, 1) x (1, width - i)
+            errors[:, i:i + 1] = error
+        W[:, end:] -= errors @ U[start:end, end:]  # the block's errors onto all later columns
+    ints = ints[:, torch.argsort(order)]  # back to the original column order
+    ints[:, dead] = 0  # dead inputs: zeros whatever rounding did (they compress best)
+    return ints.to(torch.int8), scale
+
+
+def quantize_state_dict(state_dict: Mapping[str, Tensor], hessians: Mapping[str, Tensor],
+                        h: Hyperparameters) -> dict[str, dict]:
+    """name -> entry, in state_dict order. Entries: {"kind": "int", "q": int8, "scale": fp16}
+    (GPTQ: `tok_emb.weight` at EMBED_BITS, other matrices at MATRIX_BITS), {"kind": "fp16",
+    "data"} for floating tensors of <= SMALL_TENSOR_MAX_NUMEL elements, {"kind": "raw", "data"}
+    for non-floating tensors (kept exactly). All tensors of the result are on the CPU."""
+    quantized: dict[str, dict] = {}
+    for name, tensor in state_dict.items():
+        tensor = tensor.detach()
+        if not tensor.is_floating_point():
+            quantized[name] = {"kind": "raw", "data": tensor.cpu().clone()}
+        elif tensor.numel() <= SMALL_TENSOR_MAX_NUMEL:
+            quantized[name] = {"kind": "fp16", "data": tensor.to("cpu", torch.float16)}
+        elif tensor.ndim != 2:
+            raise ValueError(f"{name}: {tuple(tensor.shape)} has {tensor.numel()} elements but is not a matrix; "
+                             f"no quantization rule for it")
+        elif name not in hessians:
+            raise ValueError(f"{name}: matrix {tuple(tensor.shape)} has no Hessian (collect_hessians hooks every "
+                             f"nn.Linear and model.final_norm for {EMBEDDING_KEY})")
+        else:
+            is_embedding = name == EMBEDDING_KEY
+            ints, scale = gptq_quantize(
+                tensor, hessians[name],
+                bits=h.embed_bits if is_embedding else h.matrix_bits,
+                clip_sigmas=h.embed_clip_sigmas if is_embedding else h.matrix_clip_sigmas,
+                block_size=h.gptq_block_size, damp=h.gptq_damp)
+            quantized[name] = {"kind": "int", "q": ints.cpu(), "scale": scale.cpu()}
+    return quantized
+
+
+def dequantize_state_dict(quantized: Mapping[str, dict]) -> dict[str, Tensor]:
+    """Inverse of quantize_state_dict up to rounding: fp32 for floating tensors (int entries:
+    q · scale exactly), the original dtype for raw entries; same keys and shapes."""
+    state_dict = {}
+    for name, entry in quantized.items():
+        if entry["kind"] == "int":
+            state_dict[name] = entry["q"].float() * entry["scale"].float()[:, None]
+        elif entry["kind"] == "fp16":
+            state_dict[name] = entry["data"].float()
+        else:
+            state_dict[name] = entry["data"].clone()
+    return state_dict
 
 
 # -----------------------------------------------------------------------------
 # ARTIFACT
+# What a record ships and how its size counts (SPEC §1, §5): the quantized weights as one
+# deterministic blob (header + little-endian arrays, byte-shuffled, brotli 11) and the script
+# as a self-extracting LZMA copy; artifact bytes = code bytes + model bytes <= the cap.
+# Files are replaced atomically, so a crash never leaves a truncated artifact or checkpoint.
 # -----------------------------------------------------------------------------
+
+ARTIFACT_MAGIC = b"PGQT"
+ARTIFACT_VERSION = 1
+ARTIFACT_PREFIX = "<4sIII"  # magic, version, header bytes, CRC-32 of everything after the prefix
+PACKED_MARKER = "# parameter-golf packed"
+# Array dtypes a blob may hold: header name -> (little-endian numpy dtype, torch dtype).
+ARRAY_DTYPES = {
+    "int8": ("<i1", torch.int8), "uint8": ("<u1", torch.uint8), "int16": ("<i2", torch.int16),
+    "int32": ("<i4", torch.int32), "int64": ("<i8", torch.int64), "bool": ("|b1", torch.bool),
+    "float16": ("<f2", torch.float16),
+}
+ARRAY_DTYPE_NAMES = {torch_dtype: name for name, (_, torch_dtype) in ARRAY_DTYPES.items()}
+
+
+def byte_shuffle(data: bytes) -> bytes:
+    """Bytes at even offsets, then bytes at odd offsets: the low and the high bytes of the fp16
+    arrays (stored at even offsets) each form one run, which brotli models better."""
+    array = np.frombuffer(data, dtype=np.uint8)
+    return array[0::2].tobytes() + array[1::2].tobytes()
+
+
+def byte_unshuffle(data: bytes) -> bytes:
+    array = np.frombuffer(data, dtype=np.uint8)
+    evens = (len(array) + 1) // 2
+    out = np.empty_like(array)
+    out[0::2], out[1::2] = array[:evens], array[evens:]
+    return out.tobytes()
+
+
+def serialize_quantized(quantized: Mapping[str, dict]) -> bytes:
+    """brotli-11(byte_shuffle(prefix + header + arrays)). The header is JSON, one item per
+    tensor in dict order: {"name", "kind", "arrays": [[field, dtype, shape], ...]}; the arrays
+    follow as little-endian bytes, header and arrays each padded to even length. int6 values
+    are stored as int8: brotli squeezes out the spare bits better than bit-packing does
+    (3.38 against 3.82 bits per value, measured on a Gaussian 512x1024 int6 matrix)."""
+    import brotli
+    import zlib
+
+    items, chunks = [], []
+    for name, entry in quantized.items():
+        arrays = []
+        for field_name, tensor in entry.items():
+            if field_name == "kind":
+                continue
+            dtype_name = ARRAY_DTYPE_NAMES[tensor.dtype]
+            data = tensor.detach().cpu().contiguous().numpy().astype(ARRAY_DTYPES[dtype_name][0]).tobytes()
+            chunks.append(data + b"\0" * (len(data) % 2))
+            arrays.append([field_name, dtype_name, list(tensor.shape)])
+        items.append({"name": name, "kind": entry["kind"], "arrays": arrays})
+    header = json.dumps(items, separators=(",", ":")).encode()
+    header += b" " * (len(header) % 2)
+    body = header + b"".join(chunks)
+    prefix = struct.pack(ARTIFACT_PREFIX, ARTIFACT_MAGIC, ARTIFACT_VERSION, len(header), zlib.crc32(body))
+    return brotli.compress(byte_shuffle(prefix + body), quality=11)
+
+
+def deserialize_quantized(blob: bytes) -> dict[str, dict]:
+    """Exact inverse of serialize_quantized; ValueError for a truncated or corrupt blob."""
+    import brotli
+    import zlib
+
+    try:
+        raw = byte_unshuffle(brotli.decompress(blob))
+    except brotli.error as error:
+        raise ValueError(f"corrupt or truncated artifact: brotli cannot decode it ({error})") from None
+    prefix_size = struct.calcsize(ARTIFACT_PREFIX)
+    if len(raw) < prefix_size or raw[:4] != ARTIFACT_MAGIC:
+        raise ValueError(f"not a quantized artifact: magic {raw[:4]!r} is not {ARTIFACT_MAGIC!r}")
+    _, version, header_size, checksum = struct.unpack_from(ARTIFACT_PREFIX, raw)
+    if version != ARTIFACT_VERSION:
+        raise ValueError(f"artifact format version {version}; this script reads version {ARTIFACT_VERSION}")
+    body = raw[prefix_size:]
+    if zlib.crc32(body) != checksum:
+        raise ValueError("corrupt artifact: CRC-32 of its contents does not match the header")
+    payload, offset = memoryview(body)[header_size:], 0
+    quantized: dict[str, dict] = {}
+    for item in json.loads(body[:header_size]):
+        entry = {"kind": item["kind"]}
+        for field_name, dtype_name, shape in item["arrays"]:
+            numpy_dtype, _ = ARRAY_DTYPES[dtype_name]
+            size = np.dtype(numpy_dtype).itemsize * math.prod(shape)
+            array = np.frombuffer(payload[offset:offset + size], dtype=numpy_dtype)
+            entry[field_name] = torch.from_numpy(array.astype(array.dtype.newbyteorder("="))).reshape(shape)
+            offset += size + size % 2
+        quantized[item["name"]] = entry
+    if offset != len(payload):
+        raise ValueError(f"corrupt artifact: {len(payload)} payload bytes, the header describes {offset}")
+    return quantized
+
+
+def write_atomic(path: str | Path, data: bytes) -> None:
+    """Write to a temporary file beside `path`, fsync, then rename over `path`: readers see
+    the old file or the complete new one, never a partial write."""
+    import tempfile
+
+    path = Path(path)
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+
+
+def save_checkpoint_atomic(obj, path: str | Path) -> None:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_atomic(path, buffer.getvalue())
+
+
+def strip_source(source: str) -> str:
+    """The same program without comments (ast drops them), docstrings or blank lines."""
+    import ast
+
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            first = node.body[0] if node.body else None
+            value = first.value if isinstance(first, ast.Expr) else None
+            if isinstance(value, ast.Constant) and isinstance(value.value, str):
+                node.body = node.body[1:] or [ast.Pass()]
+    return ast.unparse(tree) + "\n"
+
+
+def pack_source(source: str) -> str:
+    """The compact copy a record ships: the stripped code, LZMA (preset 9e, .lzma container:
+    the smallest header `lzma.decompress` reads unaided) and base85, in a wrapper that execs it
+    in its own globals, so `__name__` (the main guard), `__file__` (the packed file, read by
+    code_bytes_of) and sys.modules (needed by dataclasses) are the packed file's own. The
+    source goes into linecache so tracebacks and inspect.getsource still show the code."""
+    code = strip_source(source).encode()
+    payload = base64.b85encode(lzma.compress(code, format=lzma.FORMAT_ALONE, preset=9 | lzma.PRESET_EXTREME))
+    return (f"{PACKED_MARKER}\n"
+            "import lzma,base64,linecache\n"
+            f"_src=lzma.decompress(base64.b85decode('{payload.decode()}')).decode()\n"
+            "linecache.cache[__file__]=(len(_src),None,_src.splitlines(True),__file__)\n"
+            "exec(compile(_src,__file__,'exec'))\n")
+
+
+def code_bytes_of(source_path: str | Path) -> int:
+    """Code bytes of the script that ran: its own size if it is a packed copy (first line
+    PACKED_MARKER), else the size of the packed copy a record would ship."""
+    data = Path(source_path).read_bytes()
+    if data.startswith(PACKED_MARKER.encode()):
+        return len(data)
+    return len(pack_source(data.decode("utf-8")).encode())
+
+
+def artifact_accounting(code_bytes: int, model_bytes: int, limit: int) -> dict[str, int]:
+    """The fields of the `artifact` log line; valid when code + model bytes <= limit."""
+    artifact_bytes = code_bytes + model_bytes
+    return {"code_bytes": code_bytes, "model_bytes": model_bytes, "artifact_bytes": artifact_bytes,
+            "artifact_limit_bytes": limit, "artifact_valid": int(artifact_bytes <= limit)}
 
 
 # -----------------------------------------------------------------------------
 # EVALUATION
+# BPB = NLL in bits over the UTF-8 bytes of the scored targets, bytes counted from the
+# tokenizer. Score-first TTT rule: every token is scored (no gradient) before the model,
+# or anything else, is updated with it; each target is scored exactly once, left to right.
 # -----------------------------------------------------------------------------
+
+
+@dataclass
+class ByteTables:
+    """Per token id: UTF-8 bytes without the leading space, whether the piece starts with
+    `▁` (a space that counts unless the previous token is a boundary), boundary flag."""
+    base_bytes: Tensor  # (V,) int64
+    leading_space: Tensor  # (V,) bool
+    is_boundary: Tensor  # (V,) bool
+
+    def target_bytes(self, tokens: Tensor) -> Tensor:
+        """Bytes of each target tokens[1:] given its predecessor: (N-1,) float64."""
+        previous, target = tokens[:-1], tokens[1:]
+        count = self.base_bytes[target] + (self.leading_space[target] & ~self.is_boundary[previous]).long()
+        return count.double()
+
+    def to(self, device) -> "ByteTables":
+        return ByteTables(*(t.to(device) for t in (self.base_bytes, self.leading_space, self.is_boundary)))
+
+
+def load_tokenizer(path: str, vocab_size: int):
+    import sentencepiece as spm  # only needed for BPB tables; not an import-time dependency
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"tokenizer not found: {path} (set TOKENIZER_PATH)")
+    processor = spm.SentencePieceProcessor(model_file=str(path))
+    if processor.vocab_size() != vocab_size:
+        raise ValueError(f"tokenizer {path} has {processor.vocab_size()} pieces but VOCAB_SIZE={vocab_size}")
+    return processor
+
+
+def build_byte_tables(processor) -> ByteTables:
+    size = processor.vocab_size()
+    base = torch.zeros(size, dtype=torch.int64)
+    leading = torch.zeros(size, dtype=torch.bool)
+    boundary = torch.zeros(size, dtype=torch.bool)
+    for token in range(size):
+        if processor.is_control(token) or processor.is_unknown(token) or processor.is_unused(token):
+            boundary[token] = True
+        elif processor.is_byte(token):
+            base[token] = 1
+        else:
+            piece = processor.id_to_piece(token)
+            if piece.startswith("\u2581"):
+                leading[token], piece = True, piece[1:]
+            base[token] = len(piece.encode("utf-8"))
+    return ByteTables(base, leading, boundary)
+
+
+@dataclass
+class EvalResult:
+    name: str
+    val_loss: float  # mean NLL per target, nats
+    val_bpb: float
+    eval_time_ms: float
+    tokens: int
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class ChunkScores:
+    """What the DualClock hook sees of one scored chunk (identical on every rank)."""
+    tokens: Tensor  # (N,) the whole validation stream
+    target_start: int  # targets i in [target_start, target_end) predict tokens[i + 1]
+    target_end: int
+    nll: Tensor  # (n,) float32 network NLL of each target
+    entropy: Tensor  # (n,) float32 network entropy at each position (never sees the target)
+    top_prob: Tensor  # (n,) float32 network top probability
+    target_bytes: Tensor  # (n,) float64
+
+
+def sliding_windows(num_targets: int, seq_len: int, stride: int) -> list[tuple[int, int]]:
+    """(start, first scored target) per window. Window `start` reads tokens[start:start+L] and
+    predicts targets start..start+L-1; it scores from the end of the previous window, so the
+    first window scores all L targets and the others their last `stride` (or the tail)."""
+    if num_targets < seq_len:
+        raise ValueError(f"{num_targets} targets is fewer than one window of {seq_len}")
+    starts = list(range(0, num_targets - seq_len + 1, stride))
+    if starts[-1] != num_targets - seq_len:
+        starts.append(num_targets - seq_len)
+    windows, scored_until = [], 0
+    for start in starts:
+        windows.append((start, scored_until))
+        scored_until = start + seq_len
+    return windows
+
+
+@torch.no_grad()
+def score_windows(model: GPT, tokens: Tensor, windows: list[tuple[int, int]], seq_len: int,
+                  batch_seqs: int, runtime: Runtime) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Score windows in batches: (target indices, nll, entropy, top_prob), all (n,) on device.
+    Only the scored positions go through the head, which keeps the logits small."""
+    outputs = [[], [], [], []]
+    for first in range(0, len(windows), batch_seqs):
+        batch = windows[first:first + batch_seqs]
+        starts = torch.tensor([s for s, _ in batch], device=tokens.device)
+        offsets = torch.arange(seq_len + 1, device=tokens.device)
+        sequences = tokens[starts[:, None] + offsets].to(runtime.device)  # (B, L+1)
+        with runtime.autocast():
+            hidden = model.hidden(sequences[:, :-1])  # (B, L, d)
+        rows, positions = [], []
+        for row, (start, scored_from) in enumerate(batch):
+            skip = max(0, scored_from - start)
+            positions.append(torch.arange(skip, seq_len, device=runtime.device))
+            rows.append(torch.full((seq_len - skip,), row, device=runtime.device))
+        rows, positions = torch.cat(rows), torch.cat(positions)
+        with runtime.autocast():
+            logits = model.logits(hidden[rows, positions])  # (n, V) fp32
+        nll, entropy, top_prob = token_statistics(logits, sequences[rows, positions + 1])
+        for out, value in zip(outputs, (starts.to(runtime.device)[rows] + positions, nll, entropy, top_prob)):
+            out.append(value)
+    if not outputs[0]:
+        empty = torch.zeros(0, device=runtime.device)
+        return empty.long(), empty, empty, empty
+    return tuple(torch.cat(o) for o in outputs)
+
+
+def gather_scores(num_targets: int, offset: int, indices: Tensor, values: list[Tensor], runtime: Runtime) -> list[Tensor]:
+    """Every rank scored a disjoint set of targets; fill +inf buffers, take the MIN across
+    ranks, and every rank holds the whole range [offset, offset+num_targets)."""
+    gathered = []
+    for value in values:
+        buffer = torch.full((num_targets,), float("inf"), device=runtime.device)
+        buffer[indices - offset] = value.float()
+        gathered.append(all_reduce(buffer, runtime, dist.ReduceOp.MIN if runtime.distributed else None))
+    if torch.isinf(gathered[0]).any():
+        raise RuntimeError("some targets were not scored by any rank")
+    return gathered
+
+
+def evaluate_windows(name: str, model: GPT, tokens: Tensor, tables: ByteTables, stride: int,
+                     h: Hyperparameters, runtime: Runtime) -> EvalResult:
+    """Plain (stride = EVAL_SEQ_LEN) or sliding-window evaluation, windows split across ranks."""
+    runtime.synchronize()
+    start_time = time.perf_counter()
+    model.eval()
+    num_targets = tokens.numel() - 1
+    windows = sliding_windows(num_targets, h.eval_seq_len, stride)
+    indices, nll, _, _ = score_windows(model, tokens, windows[runtime.rank::runtime.world_size],
+                                       h.eval_seq_len, h.val_batch_seqs, runtime)
+    (nll,) = gather_scores(num_targets, 0, indices, [nll], runtime)
+    byte_counts = tables.target_bytes(tokens).to(runtime.device)
+    total_nll = nll.double().sum().item()
+    runtime.synchronize()
+    return EvalResult(name, total_nll / num_targets, total_nll / math.log(2) / byte_counts.sum().item(),
+                      1000.0 * (time.perf_counter() - start_time), num_targets)
+
+
+def chunk_windows(windows: list[tuple[int, int]], chunk_tokens: int) -> list[list[tuple[int, int]]]:
+    """Group windows by the chunk of their first scored target (order kept)."""
+    chunks: list[list[tuple[int, int]]] = []
+    for window in windows:
+        index = window[1] // chunk_tokens
+        while len(chunks) <= index:
+            chunks.append([])
+        chunks[index].append(window)
+    return [c for c in chunks if c]
+
+
+def train_on_chunk(model: GPT, optimizer: torch.optim.Optimizer, tokens: Tensor, first_target: int,
+                   last_target: int, lr: float, h: Hyperparameters, runtime: Runtime) -> None:
+    """TTT on targets [first_target, last_target), all already scored: EVAL_SEQ_LEN sequences,
+    TTT_EPOCHS epochs, global batches of TTT_BATCH_SEQS split across ranks, SGD + momentum."""
+    seq_len = h.eval_seq_len
+    starts = list(range(first_target, last_target - seq_len + 1, seq_len))
+    if not starts:
+        return
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    model.train()
+    for _ in range(h.ttt_epochs):
+        for first in range(0, len(starts), h.ttt_batch_seqs):
+            batch = starts[first:first + h.ttt_batch_seqs]
+            mine = torch.tensor(batch[runtime.rank::runtime.world_size], dtype=torch.long)
+            offsets = torch.arange(seq_len + 1)
+            if len(mine):
+                sequences = tokens[mine[:, None] + offsets].to(runtime.device)
+                with runtime.autocast():
+                    loss = model.loss(sequences[:, :-1], sequences[:, 1:])
+                # Sum over this rank's sequences / all sequences: the all-reduced gradient is
+                # the batch mean whatever the number of ranks.
+                (loss * len(mine) / len(batch)).backward()
+            sum_gradients(model, runtime)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), h.ttt_grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+    model.eval()
+
+
+def evaluate_ttt(model: GPT, tokens: Tensor, tables: ByteTables, h: Hyperparameters, runtime: Runtime,
+                 hook=None) -> EvalResult:
+    """Score-first TTT: for each chunk, score its windows (no grad), hand the gathered scores
+    to the hook, then train on the chunk. The last chunk is never trained on."""
+    runtime.synchronize()
+    start_time = time.perf_counter()
+    model.eval()
+    num_targets = tokens.numel() - 1
+    chunks = chunk_windows(sliding_windows(num_targets, h.eval_seq_len, h.eval_stride), h.ttt_chunk_tokens)
+    optimizer = torch.optim.SGD(model.parameters(), lr=h.ttt_lr, momentum=h.ttt_momentum)
+    all_bytes = tables.target_bytes(tokens).to(runtime.device)
+    total_nll, hook_ms = 0.0, 0.0
+    for index, windows in enumerate(chunks):
+        first_target = windows[0][1]
+        last_target = windows[-1][0] + h.eval_seq_len
+        indices, nll, entropy, top_prob = score_windows(model, tokens, windows[runtime.rank::runtime.world_size],
+                                                        h.eval_seq_len, h.val_batch_seqs, runtime)
+        nll, entropy, top_prob = gather_scores(last_target - first_target, first_target, indices,
+                                               [nll, entropy, top_prob], runtime)
+        total_nll += nll.double().sum().item()
+        if hook is not None:
+            hook_start = time.perf_counter()
+            hook.on_chunk(ChunkScores(tokens, first_target, last_target, nll, entropy, top_prob,
+                                      all_bytes[first_target:last_target]))
+            hook_ms += 1000.0 * (time.perf_counter() - hook_start)
+        if index < len(chunks) - 1 and h.ttt_epochs > 0:
+            cosine = 0.5 * (1 + math.cos(math.pi * index / max(1, len(chunks) - 1)))
+            train_on_chunk(model, optimizer, tokens, first_target, last_target, h.ttt_lr * cosine, h, runtime)
+    runtime.synchronize()
+    elapsed_ms = 1000.0 * (time.perf_counter() - start_time)
+    total_bytes = all_bytes.sum().item()
+    result = EvalResult("ttt", total_nll / num_targets, total_nll / math.log(2) / total_bytes, elapsed_ms, num_targets)
+    if hook is not None:
+        result.extra = dict(hook.log_fields(), dc_share=round(hook_ms / elapsed_ms, 4))
+        mixed_bpb = result.extra["mixed_bpb"]
+        result.extra["neural_loss"] = result.val_loss
+        result.val_loss, result.val_bpb = mixed_bpb * total_bytes * math.log(2) / num_targets, mixed_bpb
+    return result
 
 
 # -----------------------------------------------------------------------------
@@ -341,7 +1495,133 @@ def all_reduce(t: Tensor, runtime: Runtime, op=None) -> Tensor:
 
 # -----------------------------------------------------------------------------
 # MAIN
+# The orchestrator: validate inputs before spending compute, train, quantize, write the
+# artifact, reload it as a submission would, evaluate it, and end with the `final` line.
 # -----------------------------------------------------------------------------
+
+
+def log_header(h: Hyperparameters, runtime: Runtime, log: Logger) -> None:
+    source = Path(__file__)
+    log.fields(code_sha256=hashlib.sha256(source.read_bytes()).hexdigest(), source=source.name)
+    log("config:" + h.to_log())
+    versions = {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__}
+    for module in ("sentencepiece", "brotli"):
+        with contextlib.suppress(ImportError):
+            versions[module] = getattr(__import__(module), "__version__", "unknown")
+    log.fields("versions:", **versions)
+    gpu = torch.cuda.get_device_name(runtime.device).replace(" ", "_") if runtime.is_cuda else "none"
+    log.fields(device=runtime.device.type, gpu=gpu, world_size=runtime.world_size, attn_impl=runtime.attn_impl,
+               compile=int(runtime.compile), autocast=str(runtime.autocast_dtype or "fp32").replace("torch.", ""))
+
+
+def log_eval(log: Logger, result: EvalResult) -> None:
+    log.fields(eval=result.name, val_loss=result.val_loss, val_bpb=result.val_bpb,
+               eval_time_ms=round(result.eval_time_ms), tokens=result.tokens)
+
+
+def calibration_batches(loader: TrainLoader, h: Hyperparameters, runtime: Runtime) -> Iterator[Tensor]:
+    """GPTQ_CALIBRATION_BATCHES training micro-batches, shared out across ranks (never val)."""
+    _, per_micro = sequences_per_micro_step(h, runtime)
+    for _ in range(math.ceil(h.gptq_calibration_batches / runtime.world_size)):
+        yield loader.next_batch(per_micro, runtime.device)
+
+
+def quantize_and_pack(model: GPT, loader: TrainLoader, h: Hyperparameters, runtime: Runtime, log: Logger) -> dict:
+    """Hessians -> GPTQ -> serialized + compressed artifact on disk; returns the accounting."""
+    start = time.perf_counter()
+    hessians = collect_hessians(model, calibration_batches(loader, h, runtime), runtime)
+    quantized = quantize_state_dict(model.state_dict(), hessians, h)
+    blob = serialize_quantized(quantized)
+    if runtime.is_main:
+        write_atomic(h.artifact_path, blob)
+    runtime.barrier()
+    accounting = artifact_accounting(code_bytes_of(Path(__file__)), len(blob), h.artifact_limit_bytes)
+    log.fields("artifact", **accounting, gptq_time_ms=round(1000 * (time.perf_counter() - start)))
+    if not accounting["artifact_valid"]:
+        log.fields("artifact_over_limit", artifact_bytes=accounting["artifact_bytes"],
+                   artifact_limit_bytes=h.artifact_limit_bytes)
+    return accounting
+
+
+def load_artifact_model(h: Hyperparameters, runtime: Runtime) -> GPT:
+    """Rebuild the model from the artifact file alone, looping on, as evaluation must."""
+    quantized = deserialize_quantized(Path(h.artifact_path).read_bytes())
+    model = GPT(h).to(runtime.device)
+    model.load_state_dict(dequantize_state_dict(quantized))
+    model.set_attention_impl(runtime.attn_impl)
+    model.looping = h.num_loops > 0
+    return model
+
+
+def evaluate_artifact(h: Hyperparameters, runtime: Runtime, log: Logger, val_tokens: Tensor,
+                      tables: ByteTables) -> tuple[EvalResult, float]:
+    """Plain, sliding and score-first TTT (+ DualClock) on the reloaded artifact; returns the
+    scoring result and the total evaluation time in ms."""
+    model = load_artifact_model(h, runtime)
+    results = [evaluate_windows("quantized", model, val_tokens, tables, h.eval_seq_len, h, runtime)]
+    log_eval(log, results[-1])
+    if h.sliding_window_enabled:
+        results.append(evaluate_windows("sliding", model, val_tokens, tables, h.eval_stride, h, runtime))
+        log_eval(log, results[-1])
+    if h.ttt_enabled:
+        hook = DualClock(h, h.vocab_size, runtime.device) if h.dc_enabled else None
+        results.append(evaluate_ttt(model, val_tokens, tables, h, runtime, hook))
+        log_eval(log, results[-1])
+        if hook is not None:
+            log.fields("dualclock", **results[-1].extra)
+    return results[-1], sum(r.eval_time_ms for r in results)
+
+
+def run(h: Hyperparameters, runtime: Runtime, log: Logger) -> None:
+    log_header(h, runtime, log)
+    torch.manual_seed(h.seed)  # same seed on every rank: identical initial weights
+    np.random.seed(h.seed)
+    tables = build_byte_tables(load_tokenizer(h.tokenizer_path, h.vocab_size))
+    val_tokens = load_validation_tokens(h.data_path, h.eval_seq_len, h.val_max_tokens)
+    if h.eval_only:
+        return run_eval_only(h, runtime, log, val_tokens, tables)
+    loader = TrainLoader(h.data_path, h.train_seq_len, runtime.rank, runtime.world_size, h.seed)
+    model = GPT(h).to(runtime.device)
+    model.set_attention_impl(runtime.attn_impl)
+    log.fields(model_params=count_parameters(model), val_tokens=val_tokens.numel() - 1)
+    training = train(model, h, runtime, loader, log)
+    log_eval(log, evaluate_windows("pre_quant", model, val_tokens, tables, h.eval_seq_len, h, runtime))
+    if runtime.is_main and h.checkpoint_path:
+        save_checkpoint_atomic(model.state_dict(), h.checkpoint_path)
+    accounting = quantize_and_pack(model, loader, h, runtime, log)
+    del model
+    final, eval_ms = evaluate_artifact(h, runtime, log, val_tokens, tables)
+    log_final(log, final, training["train_time_ms"], eval_ms, accounting)
+
+
+def log_final(log: Logger, final: EvalResult, train_ms: float, eval_ms: float, accounting: dict) -> None:
+    """The last line of a successful run; `val_bpb` here is the score."""
+    log.fields("final", eval=final.name, val_loss=final.val_loss, val_bpb=final.val_bpb,
+               train_time_ms=round(train_ms), total_eval_time_ms=round(eval_ms),
+               artifact_bytes=accounting["artifact_bytes"], artifact_valid=accounting["artifact_valid"])
+
+
+def run_eval_only(h: Hyperparameters, runtime: Runtime, log: Logger, val_tokens: Tensor, tables: ByteTables) -> None:
+    """Re-evaluate an existing artifact (e.g. to sweep evaluation knobs without retraining)."""
+    if not Path(h.artifact_path).is_file():
+        raise FileNotFoundError(f"EVAL_ONLY=1 but no artifact at ARTIFACT_PATH={h.artifact_path}")
+    accounting = artifact_accounting(code_bytes_of(Path(__file__)), Path(h.artifact_path).stat().st_size,
+                                     h.artifact_limit_bytes)
+    log.fields("artifact", **accounting)
+    final, eval_ms = evaluate_artifact(h, runtime, log, val_tokens, tables)
+    log_final(log, final, 0.0, eval_ms, accounting)
+
+
+def main() -> None:
+    h = Hyperparameters.from_env()
+    if not h.run_id:
+        h = dataclasses.replace(h, run_id=time.strftime("%Y%m%d_%H%M%S") + "_" + uuid.uuid4().hex[:6])
+    runtime = setup_runtime(h)
+    try:
+        run(h, runtime, Logger(h, runtime))
+    finally:
+        if runtime.distributed and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -71,3 +71,53 @@ def summary(records: list[dict]) -> dict:
         "model_params": last(records, "model_params"),
         "code_sha256": last(records, "code_sha256"),
     }
+
+
+# -----------------------------------------------------------------------------
+# Curves and run summaries for the tools (additions; the functions above are unchanged).
+# -----------------------------------------------------------------------------
+
+
+def step_number(value) -> int | None:
+    """`step:10/20000` parses as the string '10/20000'; return 10 (or the int as is)."""
+    if isinstance(value, int):
+        return value
+    head = str(value).split("/", 1)[0]
+    return int(head) if head.isdigit() else None
+
+
+def train_points(records: list[dict]) -> list[dict]:
+    """Training-loss curve: [{'step', 'time_s', 'train_loss'}] from the step lines, in order."""
+    return [{"step": step_number(r.get("step")), "time_s": r["train_time_ms"] / 1000.0, "train_loss": r["train_loss"]}
+            for r in records
+            if isinstance(r.get("train_loss"), (int, float)) and isinstance(r.get("train_time_ms"), (int, float))]
+
+
+def val_points(records: list[dict]) -> list[dict]:
+    """Validation BPB against wall time since training started: [{'name', 'time_s', 'val_bpb'}].
+
+    Lines written during training (with train_time_ms) sit at that time; the evaluations after
+    training (`eval:<name> ... eval_time_ms:T`) follow the end of training one after another,
+    each at the time it finished. The `final` line repeats the last evaluation and is skipped."""
+    points, clock_ms = [], 0.0
+    for r in records:
+        if r.get("event") == "train_done" and isinstance(r.get("train_time_ms"), (int, float)):
+            clock_ms = float(r["train_time_ms"])
+        if r.get("event") == "final" or not isinstance(r.get("val_bpb"), (int, float)):
+            continue
+        if "eval" in r:
+            clock_ms += float(r.get("eval_time_ms") or 0)
+            points.append({"name": str(r["eval"]), "time_s": clock_ms / 1000.0, "val_bpb": r["val_bpb"]})
+        elif isinstance(r.get("train_time_ms"), (int, float)):
+            clock_ms = max(clock_ms, float(r["train_time_ms"]))
+            points.append({"name": "train", "time_s": r["train_time_ms"] / 1000.0, "val_bpb": r["val_bpb"]})
+    return points
+
+
+def read_summary(path) -> dict:
+    """summary() of the log at `path`, plus its 'path' and whether it has a 'final' line."""
+    records = read_log(path)
+    result = summary(records)
+    result["path"] = str(path)
+    result["finished"] = any(r.get("event") == "final" for r in records)
+    return result

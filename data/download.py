@@ -1,0 +1,364 @@
+"""Download the published SP8192 FineWeb export from the Hugging Face hub, verified.
+
+Why: a record run needs the exact published shards and tokenizer (SPEC §2). This tool reads
+the export's manifest to learn how many shards exist, fetches the validation shards, the
+first N training shards and the tokenizer into the layout `train_gpt.py` reads, checks
+every shard's header and size, and leaves verified files alone when run again.
+
+Remote layout (dataset repo `kevclark/parameter-golf`, remote root `datasets`):
+  datasets/manifest.json
+  datasets/datasets/fineweb10B_sp8192/fineweb_{val,train}_NNNNNN.bin
+  datasets/tokenizers/fineweb_8192_bpe.model
+Local layout (under --out, default data/): the same paths without the remote root:
+  data/manifest.json, data/datasets/fineweb10B_sp8192/…, data/tokenizers/fineweb_8192_bpe.model
+
+The manifest's schema is not documented; the reader accepts, in this order (see
+`shard_counts`):
+  1. {"datasets": [{"name": "fineweb10B_sp8192", "tokenizer_name": T,
+                    "stats": {"files_train": N, "files_val": M}}, …],
+      "tokenizers": [{"name": T, "model_path": "tokenizers/….model", …}, …]}
+     (the schema the challenge's own downloader reads);
+  2. an object with the counts directly, at top level or under the dataset's name:
+     {"files_train"|"train_shards"|"num_train_shards": N, "files_val"|"val_shards"|…: M};
+  3. a list of file paths ({"files": [...]} or a bare list): shards counted by name.
+Anything else stops with an error that shows the manifest's top-level keys.
+
+Resuming: each file is fetched to `<name>.partial`, verified, then renamed, so a file under
+its final name is always complete; an interrupted run is resumed by running it again (files
+already present and valid are skipped, invalid ones are fetched again; the hub client also
+resumes its own interrupted downloads in its cache). `huggingface_hub` is needed only here,
+and only without --hub-dir; tests use --hub-dir, a local folder laid out like the repo.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+if __package__ in (None, ""):  # run as a script: make `data.*` importable from the repo root
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from data.shards import ShardError, verify_shard  # noqa: E402
+
+DEFAULT_REPO_ID = "kevclark/parameter-golf"
+DEFAULT_REMOTE_ROOT = "datasets"
+DEFAULT_VOCAB_SIZE = 8192
+TRAIN_COUNT_KEYS = ("files_train", "train_shards", "num_train_shards", "train_files", "n_train_shards")
+VAL_COUNT_KEYS = ("files_val", "val_shards", "num_val_shards", "val_files", "n_val_shards")
+
+
+class DownloadError(RuntimeError):
+    """A failure the user can act on; the message says what and how."""
+
+
+# -----------------------------------------------------------------------------
+# Transports: fetch(remote_path, destination) copies one file of the repo to a local path.
+# -----------------------------------------------------------------------------
+
+
+class DirectoryHub:
+    """A local folder laid out like the hub repo (tests, mirrors, offline copies)."""
+
+    def __init__(self, root: Path | str):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise DownloadError(f"--hub-dir {self.root} is not a folder")
+
+    def describe(self) -> str:
+        return f"local hub folder {self.root}"
+
+    def __call__(self, remote_path: str, destination: Path) -> None:
+        source = self.root / remote_path
+        if not source.is_file():
+            raise DownloadError(f"{remote_path} is not in {self.describe()}")
+        shutil.copyfile(source, destination)
+
+
+class HuggingFaceHub:
+    """The real hub, through `huggingface_hub.hf_hub_download` (an optional dependency)."""
+
+    def __init__(self, repo_id: str = DEFAULT_REPO_ID, revision: str | None = None):
+        self.repo_id, self.revision = repo_id, revision
+
+    def describe(self) -> str:
+        return f"Hugging Face dataset repo {self.repo_id}"
+
+    def __call__(self, remote_path: str, destination: Path) -> None:
+        try:
+            from huggingface_hub import hf_hub_download
+        except ImportError:
+            raise DownloadError("the huggingface_hub package is needed to download from the hub: "
+                                "pip install huggingface_hub (or use --hub-dir with a local copy)") from None
+        try:
+            cached = hf_hub_download(repo_id=self.repo_id, filename=remote_path, repo_type="dataset",
+                                     revision=self.revision)
+        except Exception as error:  # the client raises many kinds: HTTP, connection, offline, 404
+            raise DownloadError(f"could not download {remote_path} from {self.describe()}: "
+                                f"{type(error).__name__}: {error}. Check the network (or HF_ENDPOINT / "
+                                f"HF_HUB_OFFLINE), or use --hub-dir with a local copy.") from None
+        source = Path(cached).resolve()
+        try:  # the cache blob is immutable: a hard link saves the copy when on the same disk
+            os.link(source, destination)
+        except OSError:
+            shutil.copyfile(source, destination)
+
+
+Fetch = Callable[[str, Path], None]
+
+
+# -----------------------------------------------------------------------------
+# Manifest
+# -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the manifest says exists for one dataset."""
+    train_shards: int
+    val_shards: int
+    tokenizer_files: tuple[str, ...]  # paths relative to the remote root
+
+
+def first_count(entry: dict, keys: tuple[str, ...]) -> int | None:
+    for source in (entry, entry.get("stats") if isinstance(entry.get("stats"), dict) else {}):
+        for key in keys:
+            if isinstance(source.get(key), (int, str)) and str(source[key]).isdigit():
+                return int(source[key])
+    return None
+
+
+def counts_from_entry(entry: dict) -> tuple[int, int] | None:
+    train, val = first_count(entry, TRAIN_COUNT_KEYS), first_count(entry, VAL_COUNT_KEYS)
+    return (train, val) if train is not None and val is not None else None
+
+
+def tokenizer_files_from(manifest: dict, entry: dict) -> tuple[str, ...]:
+    """Schema 1: the tokenizer entry named by the dataset, its model (and vocab) paths."""
+    name = entry.get("tokenizer_name")
+    for tokenizer in manifest.get("tokenizers") or []:
+        if isinstance(tokenizer, dict) and tokenizer.get("name") == name:
+            paths = [str(tokenizer[k]) for k in ("model_path", "vocab_path", "path") if tokenizer.get(k)]
+            return tuple(relative_to_root(p) for p in paths)
+    return ()
+
+
+def relative_to_root(path: str) -> str:
+    """'…/tokenizers/x.model' -> 'tokenizers/x.model' (exporters may write longer paths)."""
+    parts = Path(path).parts
+    return "/".join(parts[parts.index("tokenizers"):]) if "tokenizers" in parts else path
+
+
+def counts_from_file_list(files: list, dataset_name: str) -> tuple[int, int] | None:
+    pattern = re.compile(rf"(^|/){re.escape(dataset_name)}/fineweb_(train|val)_\d{{6}}\.bin$")
+    found = [m.group(2) for f in files if isinstance(f, str) and (m := pattern.search(f))]
+    return (found.count("train"), found.count("val")) if found else None
+
+
+def shard_counts(manifest, dataset_name: str, default_tokenizer: str) -> Plan:
+    """Read the shard counts for `dataset_name` from any of the accepted schemas (module doc)."""
+    if isinstance(manifest, dict) and isinstance(manifest.get("datasets"), list):
+        for entry in manifest["datasets"]:
+            if isinstance(entry, dict) and entry.get("name") == dataset_name and (c := counts_from_entry(entry)):
+                files = tokenizer_files_from(manifest, entry) or (default_tokenizer,)
+                return Plan(c[0], c[1], files)
+    if isinstance(manifest, dict):
+        for entry in (manifest.get(dataset_name), manifest):
+            if isinstance(entry, dict) and (c := counts_from_entry(entry)):
+                return Plan(c[0], c[1], (default_tokenizer,))
+    files = manifest.get("files") if isinstance(manifest, dict) else manifest
+    if isinstance(files, list) and (c := counts_from_file_list(files, dataset_name)):
+        return Plan(c[0], c[1], (default_tokenizer,))
+    keys = sorted(manifest) if isinstance(manifest, dict) else type(manifest).__name__
+    raise DownloadError(f"manifest.json has no shard counts for {dataset_name} in any schema this tool "
+                        f"reads (top level: {keys}); see `python data/download.py --help`")
+
+
+# -----------------------------------------------------------------------------
+# Fetch and verify
+# -----------------------------------------------------------------------------
+
+
+def verify_file(path: Path, kind: str | None = None) -> str:
+    """Raise (ShardError / DownloadError) unless `path` is a valid file of its kind.
+
+    `kind` is the suffix of the final name (a `.partial` file is checked as what it will be)."""
+    kind = kind or path.suffix
+    if kind == ".bin":
+        return f"{verify_shard(path)} tokens"
+    if kind == ".model":
+        return verify_tokenizer(path, expected_name=path.name.removesuffix(".partial"))
+    if path.stat().st_size == 0:
+        raise DownloadError(f"{path} is empty")
+    if kind == ".json":
+        try:
+            json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise DownloadError(f"{path} is not valid JSON: {error}") from None
+    return f"{path.stat().st_size} bytes"
+
+
+def verify_tokenizer(path: Path, expected_name: str) -> str:
+    import sentencepiece as spm
+
+    try:
+        processor = spm.SentencePieceProcessor(model_file=str(path))
+    except (OSError, RuntimeError) as error:
+        raise DownloadError(f"{path} is not a SentencePiece model: {error}") from None
+    match = re.search(r"_(\d+)_bpe\.model$", expected_name)
+    if match and processor.vocab_size() != int(match.group(1)):
+        raise DownloadError(f"{path} has vocab {processor.vocab_size()}, its name says {match.group(1)}")
+    return f"vocab {processor.vocab_size()}"
+
+
+def is_valid(path: Path) -> bool:
+    try:
+        verify_file(path)
+        return True
+    except (ShardError, DownloadError, OSError):
+        return False
+
+
+def fetch_verified(fetch: Fetch, remote_path: str, destination: Path, log=print) -> str:
+    """Skip a valid local file; else fetch to .partial, verify, rename. Returns what it did."""
+    if destination.is_file():
+        if is_valid(destination):
+            return "present"
+        log(f"replacing invalid local file {destination}")
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    partial = destination.with_name(destination.name + ".partial")
+    started = time.time()
+    fetch(remote_path, partial)
+    try:
+        detail = verify_file(partial, destination.suffix)
+    except (ShardError, DownloadError) as error:
+        partial.unlink(missing_ok=True)
+        raise DownloadError(f"downloaded {remote_path} is corrupt: {error}") from None
+    os.replace(partial, destination)
+    log(f"fetched {destination} ({detail}, {time.time() - started:.1f}s)")
+    return "fetched"
+
+
+def dataset_names(vocab_size: int) -> tuple[str, str]:
+    return f"fineweb10B_sp{vocab_size}", f"tokenizers/fineweb_{vocab_size}_bpe.model"
+
+
+def load_manifest(fetch: Fetch, out_dir: Path, remote_root: str, refresh: bool, log=print):
+    local = out_dir / "manifest.json"
+    if refresh and local.exists():
+        local.unlink()
+    fetch_verified(fetch, remote_path(remote_root, "manifest.json"), local, log)
+    return json.loads(local.read_text(encoding="utf-8"))
+
+
+def remote_path(remote_root: str, relative: str) -> str:
+    return f"{remote_root.strip('/')}/{relative}" if remote_root.strip("/") else relative
+
+
+def planned_files(plan: Plan, dataset_name: str, train_shards: int | None) -> list[str]:
+    """Relative paths (to the remote root and to --out) of every file to have locally."""
+    if train_shards is None:
+        train_shards = plan.train_shards
+    if train_shards > plan.train_shards:
+        raise DownloadError(f"--train-shards {train_shards}: the manifest lists only {plan.train_shards} "
+                            f"training shards for {dataset_name}")
+    folder = f"datasets/{dataset_name}"
+    return (list(plan.tokenizer_files)
+            + [f"{folder}/fineweb_val_{i:06d}.bin" for i in range(plan.val_shards)]
+            + [f"{folder}/fineweb_train_{i:06d}.bin" for i in range(train_shards)])
+
+
+def download(fetch: Fetch, out_dir: Path | str = "data", vocab_size: int = DEFAULT_VOCAB_SIZE,
+             train_shards: int | None = None, remote_root: str = DEFAULT_REMOTE_ROOT,
+             refresh_manifest: bool = False, workers: int = 4, log=print) -> dict:
+    """Fetch manifest, tokenizer, all val shards and the first `train_shards` train shards."""
+    out_dir = Path(out_dir)
+    dataset_name, default_tokenizer = dataset_names(vocab_size)
+    manifest = load_manifest(fetch, out_dir, remote_root, refresh_manifest, log)
+    plan = shard_counts(manifest, dataset_name, default_tokenizer)
+    files = planned_files(plan, dataset_name, train_shards)
+
+    def one(relative: str) -> str:
+        return fetch_verified(fetch, remote_path(remote_root, relative), out_dir / relative, log)
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        outcomes = list(pool.map(one, files))
+    model = next((f for f in plan.tokenizer_files if f.endswith(".model")), default_tokenizer)
+    return {"dataset_dir": out_dir / "datasets" / dataset_name,
+            "tokenizer_path": out_dir / model, "files": len(files),
+            "fetched": outcomes.count("fetched"), "present": outcomes.count("present")}
+
+
+def check_local(out_dir: Path | str = "data", vocab_size: int = DEFAULT_VOCAB_SIZE,
+                train_shards: int | None = None) -> list[str]:
+    """Problems with the local copy (empty list: complete and valid), using the local manifest."""
+    out_dir = Path(out_dir)
+    dataset_name, default_tokenizer = dataset_names(vocab_size)
+    manifest_path = out_dir / "manifest.json"
+    if not manifest_path.is_file():
+        return [f"{manifest_path} is missing"]
+    plan = shard_counts(json.loads(manifest_path.read_text(encoding="utf-8")), dataset_name, default_tokenizer)
+    files = planned_files(plan, dataset_name, train_shards)
+    return [f"{out_dir / f} is missing or invalid" for f in files if not is_valid(out_dir / f)]
+
+
+# -----------------------------------------------------------------------------
+# Command line
+# -----------------------------------------------------------------------------
+
+
+def non_negative_int(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a non-negative integer")
+    return int(text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--train-shards", type=non_negative_int,
+                        help="how many training shards (default: all the manifest lists)")
+    parser.add_argument("--out", type=Path, default=Path("data"), help="local data root (default: data)")
+    parser.add_argument("--vocab-size", type=non_negative_int, default=DEFAULT_VOCAB_SIZE,
+                        help="which export: fineweb10B_sp<V> (default 8192)")
+    parser.add_argument("--repo-id", default=DEFAULT_REPO_ID, help=f"dataset repo (default {DEFAULT_REPO_ID})")
+    parser.add_argument("--revision", help="repo revision (branch, tag or commit; default: main)")
+    parser.add_argument("--remote-root", default=DEFAULT_REMOTE_ROOT,
+                        help=f"folder of the export inside the repo (default {DEFAULT_REMOTE_ROOT!r})")
+    parser.add_argument("--hub-dir", type=Path, help="read from a local folder laid out like the repo instead")
+    parser.add_argument("--refresh-manifest", action="store_true", help="fetch manifest.json again")
+    parser.add_argument("--workers", type=non_negative_int, default=4, help="parallel downloads (default 4)")
+    parser.add_argument("--check", action="store_true",
+                        help="only verify the local copy (no network); exit 1 if incomplete")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.check:
+            problems = check_local(args.out, args.vocab_size, args.train_shards)
+            for problem in problems:
+                print(problem)
+            print("local data complete" if not problems else f"{len(problems)} problem(s)")
+            return 1 if problems else 0
+        fetch = DirectoryHub(args.hub_dir) if args.hub_dir else HuggingFaceHub(args.repo_id, args.revision)
+        result = download(fetch, args.out, args.vocab_size, args.train_shards, args.remote_root,
+                          args.refresh_manifest, args.workers)
+    except (DownloadError, ShardError, OSError, json.JSONDecodeError) as error:
+        print(f"download.py: error: {error}", file=sys.stderr)
+        return 1
+    print(f"{result['files']} files: {result['fetched']} fetched, {result['present']} already present; "
+          f"DATA_PATH={result['dataset_dir']} TOKENIZER_PATH={result['tokenizer_path']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

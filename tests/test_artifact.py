@@ -1,0 +1,228 @@
+"""ARTIFACT section: the quantized blob round-trips bit-exactly and rejects damage, files are
+replaced atomically, the packed script runs and is counted, and the byte sums add up."""
+from __future__ import annotations
+
+import ast
+import dataclasses
+import os
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import torch
+
+import train_gpt as tg
+
+torch.set_num_threads(1)
+
+TRAIN_GPT_PATH = Path(tg.__file__)
+
+
+@pytest.fixture(scope="module")
+def quantized() -> dict:
+    """A small but realistic quantized dict: int8 embedding, int6 matrix, fp16 and raw tensors."""
+    generator = torch.Generator().manual_seed(0)
+    X = torch.randn(512, 256, generator=generator) @ torch.randn(256, 256, generator=generator)
+    H = X.T @ X / X.shape[0]
+    state_dict = {
+        "tok_emb.weight": torch.randn(320, 256, generator=generator) * 0.005,
+        "blocks.0.attn.q.weight": torch.randn(288, 256, generator=generator) * 0.02,
+        "blocks.0.attn_scale": torch.randn(257, generator=generator),  # odd length: exercises padding
+        "skip_gates": torch.randn(3, generator=generator),
+        "scalar": torch.tensor(0.5),
+        "flags": torch.tensor([True, False, True]),
+        "step_count": torch.tensor([3], dtype=torch.int64),
+    }
+    hessians = {"tok_emb.weight": H, "blocks.0.attn.q.weight": H}
+    return tg.quantize_state_dict(state_dict, hessians, tg.Hyperparameters())
+
+
+@pytest.fixture(scope="module")
+def blob(quantized) -> bytes:
+    return tg.serialize_quantized(quantized)
+
+
+def test_roundtrip_is_bit_identical(quantized, blob):
+    restored = tg.deserialize_quantized(blob)
+    assert list(restored) == list(quantized)
+    for name, entry in quantized.items():
+        assert restored[name].keys() == entry.keys() and restored[name]["kind"] == entry["kind"]
+        for field_name, tensor in entry.items():
+            if field_name != "kind":
+                copy = restored[name][field_name]
+                assert copy.dtype == tensor.dtype and copy.shape == tensor.shape and torch.equal(copy, tensor)
+    direct, through_blob = tg.dequantize_state_dict(quantized), tg.dequantize_state_dict(restored)
+    for name, tensor in direct.items():
+        assert through_blob[name].dtype == tensor.dtype and torch.equal(through_blob[name], tensor)
+
+
+def test_serialization_is_deterministic(quantized, blob):
+    assert tg.serialize_quantized(quantized) == blob
+    assert len(blob) < 0.6 * sum(t.numel() for e in quantized.values() for k, t in e.items() if k != "kind")
+
+
+def test_byte_shuffle_groups_even_then_odd_offsets_and_inverts():
+    assert tg.byte_shuffle(b"aAbBcCd") == b"abcdABC"
+    for data in (b"", b"x", bytes(range(256)) * 3, bytes(range(255))):
+        assert tg.byte_unshuffle(tg.byte_shuffle(data)) == data
+
+
+def recompress(blob: bytes, edit) -> bytes:
+    """Decode a valid blob, apply `edit` to the unshuffled bytes, encode it again."""
+    import brotli
+
+    raw = bytearray(tg.byte_unshuffle(brotli.decompress(blob)))
+    edit(raw)
+    return brotli.compress(tg.byte_shuffle(bytes(raw)), quality=1)
+
+
+def test_truncated_or_garbage_blob_is_rejected(blob):
+    for bad in (blob[: len(blob) // 2], blob[:-1], b"", b"hello, not brotli"):
+        with pytest.raises(ValueError, match="artifact"):
+            tg.deserialize_quantized(bad)
+
+
+def test_flipped_bytes_are_rejected(blob):
+    for position in range(0, len(blob), max(1, len(blob) // 25)):
+        damaged = bytearray(blob)
+        damaged[position] ^= 0x5A
+        with pytest.raises(ValueError, match="artifact"):
+            tg.deserialize_quantized(bytes(damaged))
+
+
+def test_wrong_magic_version_or_contents_is_rejected(blob):
+    def set_version(raw):
+        raw[4] = 99
+
+    def damage_payload(raw):
+        raw[-3] ^= 1
+
+    def set_magic(raw):
+        raw[:4] = b"NOPE"
+
+    with pytest.raises(ValueError, match="version 99"):
+        tg.deserialize_quantized(recompress(blob, set_version))
+    with pytest.raises(ValueError, match="CRC-32"):
+        tg.deserialize_quantized(recompress(blob, damage_payload))
+    with pytest.raises(ValueError, match="magic"):
+        tg.deserialize_quantized(recompress(blob, set_magic))
+
+
+def test_write_atomic_replaces_and_leaves_no_temporary(tmp_path):
+    target = tmp_path / "model.ptz"
+    target.write_bytes(b"old")
+    tg.write_atomic(target, b"new contents")
+    assert target.read_bytes() == b"new contents"
+    assert os.listdir(tmp_path) == ["model.ptz"]
+
+
+@pytest.mark.parametrize("failing", ["replace", "fsync"])
+def test_write_atomic_failure_keeps_old_file(tmp_path, monkeypatch, failing):
+    target = tmp_path / "model.ptz"
+    target.write_bytes(b"old")
+
+    def fail(*_args):
+        raise OSError(f"simulated {failing} failure")
+
+    monkeypatch.setattr(os, failing, fail)
+    with pytest.raises(OSError, match="simulated"):
+        tg.write_atomic(target, b"new contents that never land")
+    monkeypatch.undo()
+    assert target.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["model.ptz"]
+
+
+def test_save_checkpoint_atomic_roundtrip(tmp_path):
+    checkpoint = {"model": {"w": torch.arange(6.0).reshape(2, 3)}, "step": 7}
+    tg.save_checkpoint_atomic(checkpoint, tmp_path / "model.pt")
+    loaded = torch.load(tmp_path / "model.pt")
+    assert loaded["step"] == 7 and torch.equal(loaded["model"]["w"], checkpoint["model"]["w"])
+
+
+TOY_SCRIPT = '''"""A toy script: docstrings and comments go, behaviour stays."""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Config:
+    """Annotations are strings here; dataclasses resolve them through sys.modules."""
+    width: int = 3
+
+
+def helper():
+    """Only a docstring: the packed body becomes `pass`."""
+
+
+def main():
+    # a comment
+    print("name", __name__)
+    print("file", __file__)
+    print("config", Config().width)
+    print("source", inspect.getsource(helper).splitlines()[0])
+
+
+if __name__ == "__main__":
+    main()
+'''
+
+
+def test_packed_script_runs_as_main(tmp_path):
+    packed = tg.pack_source(TOY_SCRIPT)
+    assert packed.startswith(tg.PACKED_MARKER + "\n")
+    path = tmp_path / "packed.py"
+    path.write_text(packed)
+    result = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["name __main__", f"file {path}", "config 3", "source def helper():"]
+
+
+def test_strip_source_drops_docstrings_and_comments():
+    stripped = tg.strip_source(TOY_SCRIPT)
+    assert '"""' not in stripped and "#" not in stripped and "a toy script" not in stripped.lower()
+    assert "def helper():\n    pass" in stripped
+
+
+def top_level_names(source: str) -> set[str]:
+    names = set()
+    for node in ast.parse(source).body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign):
+            names.update(target.id for target in node.targets if isinstance(target, ast.Name))
+    return names
+
+
+def test_packed_train_gpt_execs_and_is_counted(tmp_path):
+    source = TRAIN_GPT_PATH.read_text()
+    packed = tg.pack_source(source)
+    assert tg.pack_source(source) == packed
+    assert len(packed.encode()) < len(source.encode())
+    path = tmp_path / "train_gpt_packed.py"
+    path.write_text(packed)
+    module = types.ModuleType("train_gpt_packed")
+    module.__file__ = str(path)
+    sys.modules[module.__name__] = module  # as an import would: dataclasses look the module up
+    try:
+        exec(compile(packed, str(path), "exec"), module.__dict__)
+    finally:
+        del sys.modules[module.__name__]
+    assert top_level_names(source) <= set(vars(module))
+    config = module.Hyperparameters.from_env({})
+    assert dataclasses.asdict(config) == dataclasses.asdict(tg.Hyperparameters.from_env({}))
+    assert tg.code_bytes_of(TRAIN_GPT_PATH) == len(packed.encode())
+    assert tg.code_bytes_of(path) == path.stat().st_size == len(packed.encode())
+    assert module.code_bytes_of(module.__file__) == path.stat().st_size
+
+
+def test_artifact_accounting_sums_and_boundary():
+    at_limit = tg.artifact_accounting(16_000, 15_984_000, 16_000_000)
+    assert at_limit == {"code_bytes": 16_000, "model_bytes": 15_984_000, "artifact_bytes": 16_000_000,
+                        "artifact_limit_bytes": 16_000_000, "artifact_valid": 1}
+    over = tg.artifact_accounting(16_001, 15_984_000, 16_000_000)
+    assert over["artifact_bytes"] == 16_000_001 and over["artifact_valid"] == 0
