@@ -1536,11 +1536,16 @@ def quantize_and_pack(model: GPT, loader: TrainLoader, h: Hyperparameters, runti
         write_atomic(h.artifact_path, blob)
     runtime.barrier()
     accounting = artifact_accounting(code_bytes_of(Path(__file__)), len(blob), h.artifact_limit_bytes)
-    log.fields("artifact", **accounting, gptq_time_ms=round(1000 * (time.perf_counter() - start)))
+    log_accounting(log, accounting, gptq_time_ms=round(1000 * (time.perf_counter() - start)))
+    return accounting
+
+
+def log_accounting(log: Logger, accounting: dict, **extra) -> None:
+    """The artifact line, and a dedicated line when the total breaks the cap."""
+    log.fields("artifact", **accounting, **extra)
     if not accounting["artifact_valid"]:
         log.fields("artifact_over_limit", artifact_bytes=accounting["artifact_bytes"],
-                   artifact_limit_bytes=h.artifact_limit_bytes)
-    return accounting
+                   artifact_limit_bytes=accounting["artifact_limit_bytes"])
 
 
 def load_artifact_model(h: Hyperparameters, runtime: Runtime) -> GPT:
@@ -1607,7 +1612,7 @@ def run_eval_only(h: Hyperparameters, runtime: Runtime, log: Logger, val_tokens:
         raise FileNotFoundError(f"EVAL_ONLY=1 but no artifact at ARTIFACT_PATH={h.artifact_path}")
     accounting = artifact_accounting(code_bytes_of(Path(__file__)), Path(h.artifact_path).stat().st_size,
                                      h.artifact_limit_bytes)
-    log.fields("artifact", **accounting)
+    log_accounting(log, accounting)
     final, eval_ms = evaluate_artifact(h, runtime, log, val_tokens, tables)
     log_final(log, final, 0.0, eval_ms, accounting)
 

@@ -1,0 +1,98 @@
+"""The whole pipeline under torchrun on real text: train on 2 CPU ranks (gloo), quantize,
+write the artifact, reload, evaluate; then a 1-rank evaluation of the same artifact must
+give the same figures. Also: bad input fails before any output, non-finite loss stops."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+import train_gpt
+from conftest import ROOT
+from tools.logparse import read_log, last
+
+
+def torchrun(env, nproc, cwd, timeout=600):
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(train_gpt.ENV_PREFIXES)}
+    full_env.update(env, OMP_NUM_THREADS="1")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+               str(ROOT / "train_gpt.py")]
+    return subprocess.run(command, env=full_env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def eval_figures(records):
+    return {r["eval"]: (r["val_loss"], r["val_bpb"]) for r in records if "eval" in r and "val_bpb" in r
+            and r.get("event") != "final"}
+
+
+@pytest.fixture(scope="module")
+def two_rank_run(tiny_dataset, tmp_path_factory):
+    from conftest import TINY_ENV
+
+    work = tmp_path_factory.mktemp("e2e")
+    env = dict(TINY_ENV, DATA_PATH=str(tiny_dataset["dataset_dir"]), TOKENIZER_PATH=str(tiny_dataset["tokenizer_path"]),
+               LOG_DIR=str(work / "logs"), ARTIFACT_PATH=str(work / "model.ptz"),
+               CHECKPOINT_PATH=str(work / "model.pt"), RUN_ID="two_ranks")
+    out = torchrun(env, 2, work)
+    assert out.returncode == 0, out.stderr[-4000:]
+    return env, work, read_log(work / "logs" / "two_ranks.txt")
+
+
+def test_two_rank_run_logs_every_phase(two_rank_run):
+    env, work, records = two_rank_run
+    config = next(r["config"] for r in records if "config" in r)
+    assert config["vocab_size"] == 512 and config["ttt_enabled"] is True
+    assert last(records, "world_size") == 2 and last(records, "attn_impl") == "sdpa"
+    steps = [r for r in records if "train_loss" in r]
+    assert steps and all("train_time_ms" in r and "tok_per_s" in r for r in steps)
+    assert steps[-1]["step"] == "12/12"
+    assert set(eval_figures(records)) == {"pre_quant", "quantized", "sliding", "ttt"}
+    final = [r for r in records if r.get("event") == "final"][-1]
+    assert final["val_bpb"] == eval_figures(records)["ttt"][1]
+    # Artifact accounting: code bytes are the packed copy, model bytes the file on disk.
+    assert last(records, "code_bytes") == train_gpt.code_bytes_of(ROOT / "train_gpt.py")
+    assert last(records, "model_bytes") == (work / "model.ptz").stat().st_size
+    assert last(records, "artifact_bytes") == last(records, "code_bytes") + last(records, "model_bytes")
+    assert final["artifact_valid"] == 1
+    assert not [p for p in work.iterdir() if ".tmp" in p.name]
+
+
+def test_one_rank_evaluation_of_the_same_artifact_matches(two_rank_run):
+    env, work, records = two_rank_run
+    env = dict(env, EVAL_ONLY="1", RUN_ID="one_rank")
+    out = torchrun(env, 1, work)
+    assert out.returncode == 0, out.stderr[-4000:]
+    one = eval_figures(read_log(work / "logs" / "one_rank.txt"))
+    two = eval_figures(records)
+    for name in ("quantized", "sliding", "ttt"):
+        assert one[name] == pytest.approx(two[name], rel=2e-5), name
+
+
+def test_over_the_cap_is_reported_not_hidden(two_rank_run):
+    env, work, _ = two_rank_run
+    env = dict(env, EVAL_ONLY="1", RUN_ID="over", ARTIFACT_LIMIT_BYTES="1000", TTT_ENABLED="0",
+               SLIDING_WINDOW_ENABLED="0")
+    out = torchrun(env, 1, work)
+    assert out.returncode == 0, out.stderr[-4000:]
+    records = read_log(work / "logs" / "over.txt")
+    assert any(r.get("event") == "artifact_over_limit" for r in records)
+    assert last(records, "artifact_valid", {"event": "final"}) == 0
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"VOCAB_SIZE": "1024"}, "VOCAB_SIZE=1024"),
+    ({"DATA_PATH": "/nonexistent"}, "no val shards"),
+    ({"TTT_LRR": "0.1"}, "unknown environment variable"),
+    ({"MATRIX_LR": "1e6", "TIED_EMBED_LR": "1e6", "SCALAR_LR": "1e6", "GRAD_CLIP_NORM": "0"}, "non-finite training loss"),
+])
+def test_bad_input_fails_clearly_without_output(tiny_env, tmp_path, change, message):
+    env = dict(tiny_env, **change)
+    out = torchrun(env, 1, tmp_path)
+    assert out.returncode != 0
+    assert message in out.stderr
+    assert not (tmp_path / "model.ptz").exists()
+
+
+def test_world_size_that_does_not_divide_eight(tiny_env, tmp_path):
+    out = torchrun(tiny_env, 3, tmp_path)
+    assert out.returncode != 0 and "must divide 8" in out.stderr
