@@ -69,17 +69,17 @@ ENV_PREFIXES = (
 @dataclass(frozen=True)
 class Hyperparameters:
     # Paths and run identity.
-    data_path: str = "./data/datasets/fineweb10B_sp8192"
-    tokenizer_path: str = "./data/tokenizers/fineweb_8192_bpe.model"
-    run_id: str = ""
+    data_path: str = "./data/datasets/fineweb10B_sp8192"  # folder of fineweb_{train,val}_NNNNNN.bin shards
+    tokenizer_path: str = "./data/tokenizers/fineweb_8192_bpe.model"  # SentencePiece model; its vocab must equal VOCAB_SIZE
+    run_id: str = ""  # log file name; default: a timestamp
     seed: int = 1337
-    log_dir: str = "logs"
-    artifact_path: str = "final_model.int6.ptz"
-    checkpoint_path: str = "final_model.pt"
+    log_dir: str = "logs"  # rank 0 writes LOG_DIR/RUN_ID.txt
+    artifact_path: str = "final_model.int6.ptz"  # the compressed quantized weights (atomic write)
+    checkpoint_path: str = "final_model.pt"  # pre-quantization EMA weights; empty: not written
     # Device: auto picks CUDA when present; ATTN_IMPL and COMPILE select the fast kernels.
-    device: str = "auto"
-    attn_impl: str = "auto"
-    compile: bool = True
+    device: str = "auto"  # auto | cuda | cpu
+    attn_impl: str = "auto"  # auto | fa3 | sdpa (auto: FlashAttention-3 when importable on CUDA)
+    compile: bool = True  # torch.compile the training step (CUDA only)
     # Model (SPEC §3).
     vocab_size: int = 8192
     num_layers: int = 11
@@ -88,25 +88,25 @@ class Hyperparameters:
     num_kv_heads: int = 4
     mlp_mult: int = 4
     rope_base: float = 10000.0
-    rope_dims: int = 16
-    qk_gain_init: float = 5.25
+    rope_dims: int = 16  # partial RoPE: rotated dims per head
+    qk_gain_init: float = 5.25  # initial per-head query gain
     logit_softcap: float = 30.0
     tied_embed_init_std: float = 0.005
-    parallel_start_layer: int = 7
-    xsa_last_n: int = 11
-    loop_start: int = 3
-    loop_end: int = 5
-    num_loops: int = 2
-    enable_looping_at: float = 0.35
+    parallel_start_layer: int = 7  # layers from here on are parallel residual
+    xsa_last_n: int = 11  # XSA on the last N layers
+    loop_start: int = 3  # first looped layer (depth recurrence)
+    loop_end: int = 5  # last looped layer
+    num_loops: int = 2  # extra passes over LOOP_START..LOOP_END
+    enable_looping_at: float = 0.35  # fraction of training at which looping switches on
     # Training (SPEC §4).
-    iterations: int = 20000
-    train_batch_tokens: int = 786432
+    iterations: int = 20000  # step cap (the wall clock usually stops first)
+    train_batch_tokens: int = 786432  # global tokens per step
     train_seq_len: int = 2048
-    max_wallclock_seconds: float = 600.0
-    gptq_reserve_seconds: float = 12.0
-    warmdown_frac: float = 0.72
-    min_lr: float = 0.0
-    warmup_steps: int = 20
+    max_wallclock_seconds: float = 600.0  # training budget incl. GPTQ reserve; 0: steps only
+    gptq_reserve_seconds: float = 12.0  # kept out of the training budget for GPTQ
+    warmdown_frac: float = 0.72  # final fraction with linear LR decay
+    min_lr: float = 0.0  # LR floor at the end, as a fraction of the peak
+    warmup_steps: int = 20  # compile/warm-up steps, undone afterwards
     train_log_every: int = 100
     matrix_lr: float = 0.022
     tied_embed_lr: float = 0.03
@@ -122,32 +122,33 @@ class Hyperparameters:
     beta2: float = 0.95
     adam_eps: float = 1e-8
     grad_clip_norm: float = 0.3
-    ema_decay: float = 0.9965
+    ema_decay: float = 0.9965  # EMA of all weights, applied at the end
     # GPTQ and artifact (SPEC §5).
-    gptq_calibration_batches: int = 64
+    gptq_calibration_batches: int = 64  # training micro-batches for the Hessians
     gptq_block_size: int = 128
     gptq_damp: float = 0.01
     matrix_bits: int = 6
     embed_bits: int = 8
-    matrix_clip_sigmas: float = 12.85
-    embed_clip_sigmas: float = 20.0
-    artifact_limit_bytes: int = 16_000_000
+    matrix_clip_sigmas: float = 12.85  # SDClip k for int6 matrices
+    embed_clip_sigmas: float = 20.0  # SDClip k for the int8 embedding
+    artifact_limit_bytes: int = 16_000_000  # decimal cap on code + model bytes
     # Evaluation (SPEC §6).
     eval_seq_len: int = 2048
-    eval_stride: int = 64
-    val_batch_seqs: int = 32
-    val_max_tokens: int = 0
-    sliding_window_enabled: bool = True
+    eval_stride: int = 64  # sliding-window stride (scored tokens per window)
+    val_batch_seqs: int = 32  # windows per evaluation batch (per rank)
+    val_max_tokens: int = 0  # truncate the val stream (0: all); for smoke runs
+    sliding_window_enabled: bool = True  # run the sliding evaluation before TTT
     eval_only: bool = False  # skip training: evaluate the artifact at ARTIFACT_PATH
-    ttt_enabled: bool = True
-    ttt_lr: float = 0.005
+    eval_dump_path: str = ""  # save the TTT pass's per-target network scores here (offline mixer replay)
+    ttt_enabled: bool = True  # score-first TTT evaluation (the scored result)
+    ttt_lr: float = 0.005  # SGD lr, cosine over chunks
     ttt_epochs: int = 3
-    ttt_chunk_tokens: int = 32768
+    ttt_chunk_tokens: int = 32768  # score, then train, chunk by chunk
     ttt_momentum: float = 0.9
-    ttt_batch_seqs: int = 32
+    ttt_batch_seqs: int = 32  # global sequences per TTT step
     ttt_grad_clip: float = 1.0
     # DualClock (SPEC §7): PPM experts mixed with the network during score-first TTT.
-    dc_enabled: bool = False
+    dc_enabled: bool = False  # mix PPM experts into the TTT evaluation
     dc_order_g: int = 6
     dc_order_l: int = 8
     dc_buckets_g: int = 2048
@@ -463,7 +464,10 @@ def apply_partial_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
 def causal_attention(q: Tensor, k: Tensor, v: Tensor, impl: str) -> Tensor:
     """The one attention dispatch point. q (B, T, H, D), k/v (B, T, Hkv, D) -> (B, T, H, D)."""
     if impl == "fa3":
-        return flash_attn_3_func(q, k, v, causal=True)
+        # FA3 is not autocast-aware: the QK-norm may have left q, k in fp32. Some releases
+        # return (out, softmax_lse).
+        out = flash_attn_3_func(q.bfloat16(), k.bfloat16(), v.bfloat16(), causal=True)
+        return (out[0] if isinstance(out, tuple) else out).to(v.dtype)
     out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
                                          is_causal=True, enable_gqa=q.size(2) != k.size(2))
     return out.transpose(1, 2)
@@ -1448,10 +1452,30 @@ def train_on_chunk(model: GPT, optimizer: torch.optim.Optimizer, tokens: Tensor,
     model.eval()
 
 
+class NetworkPassRecorder:
+    """A hook that keeps the gathered network pass (EVAL_DUMP_PATH), so that mixers can be
+    replayed offline on it: e.g. dump once on the GPU, sweep DualClock settings on a CPU."""
+
+    def __init__(self):
+        self.parts: dict[str, list[Tensor]] = {"nll": [], "entropy": [], "top_prob": [], "target_bytes": []}
+        self.tokens: Tensor | None = None
+
+    def on_chunk(self, chunk: ChunkScores) -> None:
+        self.tokens = chunk.tokens
+        for key, parts in self.parts.items():
+            parts.append(getattr(chunk, key).detach().cpu())
+
+    def save(self, path: str) -> None:
+        """tokens (N,) int64 and per-target nll, entropy, top_prob (float32), target_bytes (float64)."""
+        tensors = {key: torch.cat(parts) for key, parts in self.parts.items()}
+        save_checkpoint_atomic({"tokens": self.tokens.cpu(), **tensors}, path)
+
+
 def evaluate_ttt(model: GPT, tokens: Tensor, tables: ByteTables, h: Hyperparameters, runtime: Runtime,
-                 hook=None) -> EvalResult:
+                 hooks=()) -> EvalResult:
     """Score-first TTT: for each chunk, score its windows (no grad), hand the gathered scores
-    to the hook, then train on the chunk. The last chunk is never trained on."""
+    to the hooks (the DualClock mixer, a recorder), then train on the chunk. The last chunk
+    is never trained on. A hook with `log_fields` is a mixer: its mixed BPB is the score."""
     runtime.synchronize()
     start_time = time.perf_counter()
     model.eval()
@@ -1468,11 +1492,12 @@ def evaluate_ttt(model: GPT, tokens: Tensor, tables: ByteTables, h: Hyperparamet
         nll, entropy, top_prob = gather_scores(last_target - first_target, first_target, indices,
                                                [nll, entropy, top_prob], runtime)
         total_nll += nll.double().sum().item()
-        if hook is not None:
+        chunk = ChunkScores(tokens, first_target, last_target, nll, entropy, top_prob,
+                            all_bytes[first_target:last_target])
+        for hook in hooks:
             hook_start = time.perf_counter()
-            hook.on_chunk(ChunkScores(tokens, first_target, last_target, nll, entropy, top_prob,
-                                      all_bytes[first_target:last_target]))
-            hook_ms += 1000.0 * (time.perf_counter() - hook_start)
+            hook.on_chunk(chunk)
+            hook_ms += 1000.0 * (time.perf_counter() - hook_start) if hasattr(hook, "log_fields") else 0.0
         if index < len(chunks) - 1 and h.ttt_epochs > 0:
             cosine = 0.5 * (1 + math.cos(math.pi * index / max(1, len(chunks) - 1)))
             train_on_chunk(model, optimizer, tokens, first_target, last_target, h.ttt_lr * cosine, h, runtime)
@@ -1480,17 +1505,462 @@ def evaluate_ttt(model: GPT, tokens: Tensor, tables: ByteTables, h: Hyperparamet
     elapsed_ms = 1000.0 * (time.perf_counter() - start_time)
     total_bytes = all_bytes.sum().item()
     result = EvalResult("ttt", total_nll / num_targets, total_nll / math.log(2) / total_bytes, elapsed_ms, num_targets)
-    if hook is not None:
-        result.extra = dict(hook.log_fields(), dc_share=round(hook_ms / elapsed_ms, 4))
+    mixers = [hook for hook in hooks if hasattr(hook, "log_fields")]
+    if mixers:
+        result.extra = dict(mixers[0].log_fields(), dc_share=round(hook_ms / elapsed_ms, 4),
+                            neural_loss=result.val_loss)
         mixed_bpb = result.extra["mixed_bpb"]
-        result.extra["neural_loss"] = result.val_loss
         result.val_loss, result.val_bpb = mixed_bpb * total_bytes * math.log(2) / num_targets, mixed_bpb
     return result
 
 
 # -----------------------------------------------------------------------------
 # DUALCLOCK
+# Two causal PPM experts, global (never reset) and local (reset per chunk or per document),
+# mixed with the network by a fixed-share mixer during score-first evaluation (SPEC §7). Each
+# expert is an exact distribution over all V ids; a chunk is scored in parallel and a prefix-
+# rank counter makes that equal to a token-by-token update; tables update after scoring.
 # -----------------------------------------------------------------------------
+
+HASH_MASK = (1 << 63) - 1
+MIXTURE_FLOOR = 1e-12  # the published clamp of the mixture before its log
+
+
+def _as_int64(value: int) -> int:
+    """A 64-bit hex constant read as two's-complement int64, as the published code reads it."""
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+HASH_MUL = _as_int64(0x9E3779B185EBCA87)
+HASH_OFFSET = 1469598103934665603
+HASH_SALT = _as_int64(0x9E3779B97F4A7C15)
+HASH_ORDER_SALT = _as_int64(0xA0761D6478BD642F)
+
+
+def local_reset_mode(h: Hyperparameters) -> str:
+    """DC_DOC_RESET=1 (published) resets the local expert as DC_LOCAL_RESET says: 'chunk' (the
+    published proxy), 'doc' (at each BOS) or 'none'; DC_DOC_RESET=0 never resets it."""
+    return h.dc_local_reset if h.dc_doc_reset else "none"
+
+
+def context_hashes(tokens: Tensor, start: int, end: int, max_order: int) -> list[Tensor]:
+    """The published hash of each target's order-k context, for k = 1..max_order.
+
+    Targets i in [start, end) predict tokens[i+1]; the order-k context is tokens[i+1-k..i],
+    oldest first, tokens before the stream start read as 0. int64 wraps like the published
+    code. Returns max_order tensors (end-start,) in [0, 2^63). One step per order: a target's
+    order-k state is the previous target's order-(k-1) state extended by one token."""
+    n, first = end - start, start + 1 - max_order
+    history = tokens[max(first, 0):end]
+    if first < 0:
+        history = torch.cat([history.new_zeros(-first), history])
+    salted = (history + HASH_SALT) & HASH_MASK  # (n + max_order - 1,)
+    hashes, state = [], None
+    for order in range(1, max_order + 1):
+        previous = HASH_OFFSET if state is None else state[:-1]
+        state = ((previous ^ salted[order - 1:]) * HASH_MUL) & HASH_MASK  # state[q]: history[q..q+order-1]
+        ours = state[max_order - order:max_order - order + n]
+        hashes.append(((ours ^ ((order + HASH_ORDER_SALT) & HASH_MASK)) * HASH_MUL) & HASH_MASK)
+    return hashes
+
+
+def hash_buckets(hashes: Tensor, buckets: int, hash_mode: str) -> Tensor:
+    """legacy (published): the low bits, which depend only on the low bits of the token ids;
+    mixed: the top bits, which depend on every bit of every context token. B a power of two."""
+    if hash_mode == "legacy":
+        return hashes & (buckets - 1)
+    return hashes >> (63 - (buckets.bit_length() - 1))
+
+
+def stable_sort(values: Tensor, bound: int) -> tuple[Tensor, Tensor]:
+    """Sorted values and their positions, equal values kept in stream order; values in [0, bound)."""
+    if bound <= 1 << 31:  # a 32-bit sort is about twice as fast on the CPU
+        values = values.int()
+    return torch.sort(values, stable=True)
+
+
+def ranks_within_runs(sorted_values: Tensor, order: Tensor, segment_ids: Tensor | None,
+                      position: Tensor) -> Tensor:
+    """Prefix-rank counter: for each position, how many earlier positions hold the same value
+    (and, if given, the same segment id), from a stable sort. Segment ids never decrease, so
+    the sort by value alone also orders each run of equal values by segment. position: arange(n)."""
+    starts = torch.ones_like(sorted_values, dtype=torch.bool)
+    starts[1:] = sorted_values[1:] != sorted_values[:-1]
+    if segment_ids is not None:
+        sorted_segments = segment_ids.index_select(0, order)
+        starts[1:] |= sorted_segments[1:] != sorted_segments[:-1]
+    run_start = torch.where(starts, position, 0).cummax(0).values
+    return torch.empty_like(position).scatter_(0, order, position - run_start)
+
+
+@dataclass
+class Segments:
+    """The reset segment of each target of a chunk; a local expert's tables hold one segment.
+
+    ids: (n,) non-decreasing int64, or None when the whole chunk is segment `first`.
+    next: the segment of the target after the chunk, known once this chunk is scored.
+    head / tail: how many leading targets are in `first`, how many trailing ones in `next`."""
+    ids: Tensor | None
+    first: int
+    next: int
+    head: int
+    tail: int
+
+
+class ChunkView:
+    """One chunk's targets and context hashes, plus the prefix counts the experts share:
+    experts with the same order and bucket count sort the same keys once. `tokens` is the
+    window of the stream from position `offset`, at most max_order-1 tokens before target
+    `start` or the stream start; start and end index into the window."""
+
+    def __init__(self, tokens: Tensor, offset: int, start: int, end: int, max_order: int,
+                 vocab_size: int, hash_mode: str, chunk_index: int, bos_before: int):
+        self.tokens, self.offset, self.start, self.end = tokens, offset, start, end
+        self.vocab_size, self.hash_mode = vocab_size, hash_mode
+        self.chunk_index, self.bos_before = chunk_index, bos_before
+        self.targets = tokens[start + 1:end + 1]
+        self.position = torch.arange(end - start, device=tokens.device)
+        self.hashes = context_hashes(tokens, start, end, max_order)
+        self._cache: dict = {}
+
+    def _cached(self, key, compute):
+        if key not in self._cache:
+            self._cache[key] = compute()
+        return self._cache[key]
+
+    def buckets(self, order: int, buckets: int) -> Tensor:
+        return self._cached(("bucket", order, buckets),
+                            lambda: hash_buckets(self.hashes[order - 1], buckets, self.hash_mode))
+
+    def keys(self, order: int, buckets: int) -> Tensor:
+        """Index of (context bucket, target) in a cnt[B*V] table."""
+        return self._cached(("key", order, buckets),
+                            lambda: self.buckets(order, buckets) * self.vocab_size + self.targets)
+
+    def sorted(self, name: tuple, values: Tensor, bound: int) -> tuple[Tensor, Tensor]:
+        """stable_sort(values), cached under `name`."""
+        return self._cached(("sort", name), lambda: stable_sort(values, bound))
+
+    def prefix_counts(self, name: tuple, values: Tensor, bound: int, segments: Segments) -> Tensor:
+        """How many earlier targets of the chunk share `values` (named `name`) and the segment."""
+        sort = self.sorted(name, values, bound)
+        # Only the document split is non-uniform, so whether ids is None names the segmentation.
+        return self._cached(("prefix", name, segments.ids is None),
+                            lambda: ranks_within_runs(*sort, segments.ids, self.position))
+
+    def segments(self, mode: str) -> Segments:
+        n = self.targets.numel()
+        if mode == "none":
+            return Segments(None, 0, 0, n, n)
+        if mode == "chunk":
+            return Segments(None, self.chunk_index, self.chunk_index + 1, n, 0)
+        return self._cached(("segments", mode), self._document_segments)
+
+    def _document_segments(self) -> Segments:
+        # A target's document is the number of BOS among its context tokens[0..i]: the reset
+        # before the token after a BOS is decided by the context alone, and a BOS target is
+        # predicted by the document it ends (deciding by the target itself would be illegal).
+        is_bos = (self.tokens[self.start:self.end + 1] == BOS_ID).long()
+        ids = self.bos_before + torch.cumsum(is_bos[:-1], 0)
+        first, last = int(ids[0]), int(ids[-1])
+        next_segment = last + int(is_bos[-1])
+        n = ids.numel()
+        if first == last:
+            return Segments(None, first, next_segment, n, n if next_segment == last else 0)
+        tail = int((ids == last).sum()) if next_segment == last else 0
+        return Segments(ids, first, next_segment, int((ids == first).sum()), tail)
+
+
+def backoff_probability(unigram: tuple, order_counts: list, alpha: float, eps: float,
+                        vocab_size: int, dtype: torch.dtype) -> Tensor:
+    """q_0 = (n(a)+eps)/(N+eps*V), then q_k = (cnt_k(a) + alpha*q_{k-1}(a)) / (tot_k + alpha) for
+    k = 1..K. Counts broadcast: (n,) for the targets, (n, V) for a full distribution."""
+    count, total = unigram
+    probability = (count.to(dtype) + eps) / (total.to(dtype) + eps * vocab_size)
+    for count, total in order_counts:
+        probability = (count.to(dtype) + alpha * probability) / (total.to(dtype) + alpha)
+    return probability
+
+
+class RunningUnigram:
+    """q_0's counts: every scored target so far, shared by the experts."""
+
+    def __init__(self, vocab_size: int, device: torch.device):
+        self.vocab_size = vocab_size
+        self.counts = torch.zeros(vocab_size, dtype=torch.int64, device=device)
+        self.total = 0
+
+    def counts_before(self, view: ChunkView) -> tuple[Tensor, Tensor]:
+        earlier = view.prefix_counts(("target",), view.targets, self.vocab_size, view.segments("none"))
+        return self.counts.index_select(0, view.targets) + earlier, self.total + view.position
+
+    def update(self, view: ChunkView) -> None:
+        self.counts.index_add_(0, view.targets, torch.ones_like(view.targets))
+        self.total += view.targets.numel()
+
+
+class DenseCounts:
+    """Counts of every index in [0, size) as a dense int32 table, allocated at the first add:
+    the published cnt[B*V] / tot[B] layout, for tables that are never reset."""
+
+    def __init__(self, size: int, device: torch.device):
+        self.size, self.device, self.table = size, device, None
+
+    def is_empty(self) -> bool:
+        return self.table is None
+
+    def lookup(self, indices: Tensor) -> Tensor:
+        if self.table is None:
+            return torch.zeros_like(indices)
+        return self.table.index_select(0, indices)
+
+    def add(self, indices: Tensor) -> None:
+        if self.table is None:
+            self.table = torch.zeros(self.size, dtype=torch.int32, device=self.device)
+        self.table.index_add_(0, indices, torch.ones_like(indices, dtype=torch.int32))
+
+    def clear(self) -> None:
+        if self.table is not None:
+            self.table.zero_()
+
+    def nbytes(self) -> int:
+        return 0 if self.table is None else self.table.numel() * 4
+
+
+class SortedCounts:
+    """The same counts as a sorted list of the indices added since the last clear: a table
+    that is reset holds one document at most, far smaller than a dense B*V table."""
+
+    def __init__(self, size: int, device: torch.device):
+        self.indices = torch.empty(0, dtype=torch.int64, device=device)
+
+    def is_empty(self) -> bool:
+        return self.indices.numel() == 0
+
+    def lookup(self, indices: Tensor) -> Tensor:
+        return (torch.searchsorted(self.indices, indices, right=True)
+                - torch.searchsorted(self.indices, indices))
+
+    def add(self, indices: Tensor) -> None:
+        self.indices = torch.cat([self.indices, indices]).sort().values
+
+    def clear(self) -> None:
+        self.indices = self.indices[:0]
+
+    def nbytes(self) -> int:
+        return self.indices.numel() * 8
+
+
+def _add_to_head(values: Tensor, head_values: Tensor) -> Tensor:
+    """values + head_values on the leading len(head_values) positions, without writing values."""
+    if head_values.numel() == values.numel():
+        return values + head_values
+    return torch.cat([values[:head_values.numel()] + head_values, values[head_values.numel():]])
+
+
+class PPMExpert:
+    """Hashed-context PPM with recursive Dirichlet back-off (SPEC §7.2). Per order, counts of
+    (context bucket, target) pairs and of buckets hold the scored targets of the open segment.
+    The expert interface: probability(view, unigram) -> (n,) and update(view)."""
+
+    def __init__(self, name: str, orders: int, buckets: int, alpha: float, reset: str,
+                 vocab_size: int, eps: float, dtype: torch.dtype, device: torch.device):
+        self.name, self.orders, self.buckets, self.alpha, self.reset = name, orders, buckets, alpha, reset
+        self.vocab_size, self.eps, self.dtype = vocab_size, eps, dtype
+        if buckets < 1 or buckets & (buckets - 1):
+            raise ValueError(f"DC_BUCKETS_* must be a power of two, got {buckets}")
+        store = DenseCounts if reset == "none" else SortedCounts
+        self.counts = [store(buckets * vocab_size, device) for _ in range(orders)]  # cnt[B*V] per order
+        self.totals = [store(buckets, device) for _ in range(orders)]  # tot[B] per order
+        self.open_segment = -1
+
+    def order_counts(self, view: ChunkView, order: int, segments: Segments) -> tuple[Tensor, Tensor]:
+        """(cnt_k(target), tot_k) for every target: the tables plus earlier targets of the chunk."""
+        buckets, keys = view.buckets(order, self.buckets), view.keys(order, self.buckets)
+        key_bound = self.buckets * self.vocab_size
+        count = view.prefix_counts(("key", order, self.buckets), keys, key_bound, segments)
+        total = view.prefix_counts(("bucket", order, self.buckets), buckets, self.buckets, segments)
+        if self.open_segment == segments.first and segments.head and not self.totals[order - 1].is_empty():
+            # Only the leading targets, those of the open segment, see the tables.
+            head = segments.head
+            count = _add_to_head(count, self.counts[order - 1].lookup(keys[:head]))
+            total = _add_to_head(total, self.totals[order - 1].lookup(buckets[:head]))
+        return count, total
+
+    def probability(self, view: ChunkView, unigram: tuple[Tensor, Tensor]) -> Tensor:
+        segments = view.segments(self.reset)
+        counts = [self.order_counts(view, order, segments) for order in range(1, self.orders + 1)]
+        return backoff_probability(unigram, counts, self.alpha, self.eps, self.vocab_size, self.dtype)
+
+    def update(self, view: ChunkView) -> None:
+        """Leave in the tables exactly the scored targets of the segment that continues: the
+        trailing `tail` targets of the chunk, after the earlier ones if the segment goes on."""
+        segments = view.segments(self.reset)
+        if segments.next != self.open_segment:
+            for store in self.counts + self.totals:
+                store.clear()
+            self.open_segment = segments.next
+        if not segments.tail:
+            return
+        whole_chunk = segments.tail == view.targets.numel()
+        for order in range(1, self.orders + 1):
+            keys, buckets = view.keys(order, self.buckets), view.buckets(order, self.buckets)
+            if whole_chunk:  # the same keys, sorted: adds to a dense table run twice as fast
+                keys = view.sorted(("key", order, self.buckets), keys, self.buckets * self.vocab_size)[0]
+                keys = keys.long()
+            self.counts[order - 1].add(keys[-segments.tail:])
+            self.totals[order - 1].add(buckets[-segments.tail:])
+
+    def table_bytes(self) -> int:
+        return sum(store.nbytes() for store in self.counts + self.totals)
+
+
+class ExpertBank:
+    """The global and local experts over one running unigram, advanced chunk by chunk in
+    stream order. Published arithmetic (DC_HASH=legacy) computes the probabilities in float32;
+    DC_HASH=mixed computes them in float64. Log-probabilities are always float64."""
+
+    def __init__(self, h: Hyperparameters, vocab_size: int, device: torch.device):
+        self.vocab_size, self.hash_mode, self.device = vocab_size, h.dc_hash, device
+        dtype = torch.float32 if h.dc_hash == "legacy" else torch.float64
+        shared = dict(vocab_size=vocab_size, eps=h.dc_eps_uni, dtype=dtype, device=device)
+        self.unigram = RunningUnigram(vocab_size, device)
+        self.experts = [
+            PPMExpert("global", h.dc_order_g, h.dc_buckets_g, h.dc_alpha_g, "none", **shared),
+            PPMExpert("local", h.dc_order_l, h.dc_buckets_l, h.dc_alpha_l, local_reset_mode(h), **shared),
+        ]
+        self.chunk_index, self.next_start, self.bos_before = 0, 0, 0
+
+    def view(self, tokens: Tensor, start: int, end: int) -> ChunkView:
+        """The view of targets [start, end) of the stream `tokens` (on any device)."""
+        if start != self.next_start or not start < end < tokens.numel():
+            raise ValueError(f"chunks must tile the stream in order: got [{start}, {end}), "
+                             f"expected start {self.next_start}")
+        max_order = max(expert.orders for expert in self.experts)
+        first = max(0, start + 1 - max_order)  # the oldest context token any target reads
+        window = tokens[first:end + 1].to(self.device)
+        return ChunkView(window, first, start - first, end - first, max_order, self.vocab_size,
+                         self.hash_mode, self.chunk_index, self.bos_before)
+
+    def score(self, view: ChunkView) -> Tensor:
+        """(n, experts) float64 natural-log probability of each target, nothing updated."""
+        unigram = self.unigram.counts_before(view)
+        probabilities = [expert.probability(view, unigram) for expert in self.experts]
+        return torch.stack(probabilities, 1).double().log()
+
+    def update(self, view: ChunkView) -> None:
+        for expert in self.experts:
+            expert.update(view)
+        self.unigram.update(view)
+        self.bos_before += int((view.tokens[view.start:view.end] == BOS_ID).sum())
+        self.chunk_index, self.next_start = self.chunk_index + 1, view.offset + view.end
+
+    def score_and_update(self, tokens: Tensor, start: int, end: int) -> Tensor:
+        view = self.view(tokens, start, end)
+        logprobs = self.score(view)
+        self.update(view)
+        return logprobs
+
+    def table_bytes(self) -> int:
+        return sum(expert.table_bytes() for expert in self.experts) + self.unigram.counts.numel() * 8
+
+
+class FixedShareMixer:
+    """One weight vector per chunk over (neural, global, local) (SPEC §7.3). A chunk is mixed
+    with the weights fixed before it; afterwards, with mean chunk losses L_i,
+    post_i ∝ w_i·exp(-(L_i - min L)) and w ← (1-s)·post + s·prior. Computed in float64."""
+
+    def __init__(self, prior: tuple, share: float, device: torch.device):
+        self.prior = torch.tensor(prior, dtype=torch.float64, device=device)
+        self.weights = self.prior.clone()
+        self.share = share
+
+    def mix(self, logprobs: Tensor, network_stats: dict | None = None) -> Tensor:
+        """(n, E) log-probs -> (n,) log of sum_i w_i p_i, floored at the published 1e-12.
+        network_stats (per-token context features) is unused by a per-chunk mixer."""
+        mixed = torch.logsumexp(logprobs + self.weights.log(), dim=1)
+        return mixed.clamp_min(math.log(MIXTURE_FLOOR))
+
+    def update(self, logprobs: Tensor) -> None:
+        # Each expert's loss is floored like the mixture, so one underflowed float32 expert
+        # probability cannot make a chunk loss infinite.
+        losses = -logprobs.clamp_min(math.log(MIXTURE_FLOOR)).mean(0)
+        posterior = self.weights * torch.exp(-(losses - losses.min()))
+        posterior = posterior / posterior.sum()
+        self.weights = (1 - self.share) * posterior + self.share * self.prior
+
+
+def chunk_bounds(num_targets: int, chunk_tokens: int) -> Iterator[tuple[int, int]]:
+    for start in range(0, num_targets, chunk_tokens):
+        yield start, min(start + chunk_tokens, num_targets)
+
+
+class DualClock:
+    """The evaluation hook (docs/CONTRACTS.md): score-first TTT evaluation calls on_chunk on
+    every rank, in order, with identical inputs, after scoring a chunk and before training on
+    it; so every rank holds identical tables and weights. log_fields feeds the dualclock line."""
+
+    def __init__(self, h: Hyperparameters, vocab_size: int, device: torch.device | str):
+        self.device = torch.device(device)
+        self.bank = ExpertBank(h, vocab_size, self.device)
+        self.mixer = FixedShareMixer(h.dc_prior, h.dc_share, self.device)
+        self.names = ["neural"] + [expert.name for expert in self.bank.experts] + ["mixed"]
+        self.loss_sums = torch.zeros(len(self.names), dtype=torch.float64, device=self.device)  # nats
+        self.byte_count = torch.zeros((), dtype=torch.float64, device=self.device)
+        self.seconds, self.peak_table_bytes = 0.0, 0
+
+    def mix_chunk(self, tokens: Tensor, start: int, end: int, neural_nll: Tensor,
+                  network_stats: dict | None = None) -> tuple[Tensor, Tensor]:
+        """Score targets [start, end) with the experts, mix with the network, then update.
+        Returns the (n, 1+experts) component log-probs and the (n,) mixed log-probs."""
+        logprobs = torch.cat([-neural_nll.to(torch.float64).unsqueeze(1),
+                              self.bank.score_and_update(tokens, start, end)], dim=1)
+        mixed = self.mixer.mix(logprobs, network_stats)
+        self.mixer.update(logprobs)
+        return logprobs, mixed
+
+    def on_chunk(self, chunk) -> None:
+        self._synchronize()
+        began = time.perf_counter()
+        stats = {"entropy": chunk.entropy, "top_prob": chunk.top_prob}
+        logprobs, mixed = self.mix_chunk(chunk.tokens, chunk.target_start, chunk.target_end, chunk.nll, stats)
+        self.loss_sums -= torch.cat([logprobs.sum(0), mixed.sum().view(1)])
+        self.byte_count += chunk.target_bytes.to(torch.float64).sum()
+        self.peak_table_bytes = max(self.peak_table_bytes, self.bank.table_bytes())  # doc tables shrink
+        self._synchronize()
+        self.seconds += time.perf_counter() - began
+
+    def _synchronize(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def log_fields(self) -> dict:
+        bits_per_byte = (self.loss_sums / math.log(2) / self.byte_count).tolist()
+        fields = {f"{name}_bpb": round(value, 8) for name, value in zip(self.names, bits_per_byte)}
+        fields["mixer_weights"] = ",".join(f"{w:.5f}" for w in self.mixer.weights.tolist())
+        fields["dc_time_ms"] = round(self.seconds * 1000, 1)
+        fields["dc_table_mib"] = round(self.peak_table_bytes / 2**20, 1)
+        return fields
+
+
+def ppm_logprobs(tokens: Tensor, h: Hyperparameters, chunk_tokens: int) -> Tensor:
+    """(len(tokens)-1, 2) float64: the global and local experts' log-prob of tokens[i+1] given
+    tokens[:i+1], chunk by chunk (targets [c*C, (c+1)*C) form chunk c), as evaluation runs."""
+    bank = ExpertBank(h, h.vocab_size, tokens.device)
+    return torch.cat([bank.score_and_update(tokens, start, end)
+                      for start, end in chunk_bounds(tokens.numel() - 1, chunk_tokens)])
+
+
+def mix_logprobs(tokens: Tensor, neural_nll: Tensor, h: Hyperparameters, chunk_tokens: int,
+                 network_stats: dict | None = None) -> tuple[Tensor, FixedShareMixer]:
+    """The mixed log-prob of every target (float64) and the final mixer, from the network's
+    per-target NLL, through the per-chunk code evaluation runs (DualClock.mix_chunk)."""
+    clock = DualClock(h, h.vocab_size, tokens.device)
+    mixed = []
+    for start, end in chunk_bounds(tokens.numel() - 1, chunk_tokens):
+        stats = None if network_stats is None else {k: v[start:end] for k, v in network_stats.items()}
+        mixed.append(clock.mix_chunk(tokens, start, end, neural_nll[start:end], stats)[1])
+    return torch.cat(mixed), clock.mixer
 
 
 # -----------------------------------------------------------------------------
@@ -1569,11 +2039,14 @@ def evaluate_artifact(h: Hyperparameters, runtime: Runtime, log: Logger, val_tok
         results.append(evaluate_windows("sliding", model, val_tokens, tables, h.eval_stride, h, runtime))
         log_eval(log, results[-1])
     if h.ttt_enabled:
-        hook = DualClock(h, h.vocab_size, runtime.device) if h.dc_enabled else None
-        results.append(evaluate_ttt(model, val_tokens, tables, h, runtime, hook))
+        hooks = [DualClock(h, h.vocab_size, runtime.device)] if h.dc_enabled else []
+        recorder = NetworkPassRecorder() if h.eval_dump_path else None
+        results.append(evaluate_ttt(model, val_tokens, tables, h, runtime, hooks + [recorder] * bool(recorder)))
         log_eval(log, results[-1])
-        if hook is not None:
+        if hooks:
             log.fields("dualclock", **results[-1].extra)
+        if recorder is not None and runtime.is_main:
+            recorder.save(h.eval_dump_path)
     return results[-1], sum(r.eval_time_ms for r in results)
 
 

@@ -272,6 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="tokens per shard (default 100,000,000)")
     parser.add_argument("--text-field", default="text", help="JSON field holding the text in .jsonl inputs")
     parser.add_argument("--max-documents", type=positive_int, help="use only the first N documents")
+    parser.add_argument("--with-source", action="store_true",
+                        help="embedded corpus only: add the standard library's .py source files (~11 MB)")
     parser.add_argument("--threads", type=positive_int, default=1, help="SentencePiece threads (default 1)")
     parser.add_argument("--sentence-limit", type=positive_int, default=2_000_000,
                         help="lines sampled to train the tokenizer (default 2,000,000)")
@@ -286,10 +288,10 @@ def main(argv: list[str] | None = None) -> int:
             documents = read_documents(args.inputs, args.text_field)
         else:
             from data.corpus import stdlib_documents
-            documents = stdlib_documents()
+            documents = stdlib_documents(include_source=args.with_source)
         if args.max_documents:
             documents = documents[:args.max_documents]
-        name = args.name or ("corpus" if args.inputs else "stdlib")
+        name = args.name or ("corpus" if args.inputs else "stdlib_src" if args.with_source else "stdlib")
         result = build_dataset(documents, args.out, args.vocab_size, args.val_documents, name,
                                args.shard_tokens, args.threads, args.sentence_limit)
     except (OSError, ValueError, RuntimeError) as error:

@@ -23,6 +23,7 @@ Usage: `python data/corpus.py --stats` prints the number of documents and bytes;
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -163,9 +164,32 @@ def documents_from_harvest(result: dict) -> list[str]:
     return documents
 
 
-def stdlib_documents() -> list[str]:
-    """The embedded corpus: one document per help topic and per standard-library module."""
-    return documents_from_harvest(harvest())
+def source_documents() -> list[str]:
+    """The standard library's own Python source, one document per file (tests, IDLE and
+    site-packages excluded), in sorted path order: ~11 MB of real code and comments."""
+    import sysconfig
+
+    root = Path(sysconfig.get_paths()["stdlib"])
+    documents = []
+    for path in sorted(root.rglob("*.py")):
+        parts = set(path.relative_to(root).parts)
+        if parts & (SKIP_PARTS | {"site-packages", "idlelib", "lib2to3", "turtledemo"}):
+            continue
+        with contextlib.suppress(UnicodeDecodeError, OSError):
+            text = path.read_text(encoding="utf-8").strip()
+            if text:
+                documents.append(text)
+    return documents
+
+
+def stdlib_documents(include_source: bool = False) -> list[str]:
+    """The embedded corpus: one document per help topic and per standard-library module;
+    with `include_source`, the stdlib's source files too (shuffled in with the same seed)."""
+    documents = documents_from_harvest(harvest())
+    if include_source:
+        documents = documents + source_documents()
+        random.Random(SHUFFLE_SEED).shuffle(documents)
+    return documents
 
 
 def corpus_bytes(documents: list[str]) -> int:
@@ -177,10 +201,11 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stats", action="store_true", help="print document count and UTF-8 size")
     parser.add_argument("--out", type=Path, help="write the documents as JSON lines ({\"text\": ...})")
+    parser.add_argument("--with-source", action="store_true", help="add the stdlib's .py source files")
     args = parser.parse_args(argv)
     if not args.stats and args.out is None:
         parser.error("nothing to do: give --stats and/or --out PATH")
-    documents = stdlib_documents()
+    documents = stdlib_documents(include_source=args.with_source)
     if args.out is not None:
         with open(args.out, "w", encoding="utf-8") as handle:
             for document in documents:

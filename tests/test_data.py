@@ -108,6 +108,16 @@ def test_shard_round_trip_and_errors(tmp_path):
         shards.write_shard(path, np.array([70000]))
 
 
+def test_shard_format_agrees_with_train_gpt(tmp_path):
+    """data/shards.py (torch-free, for the data tools) and train_gpt.py's DATA section must agree."""
+    train_gpt = pytest.importorskip("train_gpt")
+    tokens = np.random.default_rng(0).integers(0, 8192, size=3000).astype(np.uint16)
+    shards.write_shard(tmp_path / "a.bin", tokens)
+    assert np.array_equal(train_gpt.load_shard(tmp_path / "a.bin"), tokens)
+    train_gpt.write_shard(tmp_path / "b.bin", tokens)
+    assert (tmp_path / "b.bin").read_bytes() == (tmp_path / "a.bin").read_bytes()
+
+
 def test_write_split_cuts_a_stream_into_exact_shards(tmp_path):
     arrays = [np.arange(n, dtype=np.uint16) for n in (7, 3, 12, 1)]
     paths, total = build.write_split(iter(arrays), tmp_path, "train", shard_tokens=5)

@@ -133,7 +133,7 @@ def test_score_first_ttt_never_trains_on_an_unscored_token(monkeypatch):
     monkeypatch.setattr(train_gpt, "token_statistics", recording_statistics)
     monkeypatch.setattr(train_gpt.GPT, "loss", recording_loss)
     before = [p.detach().clone() for p in model.parameters()]
-    train_gpt.evaluate_ttt(model, tokens, flat_tables(vocab), h, runtime_cpu(), hook=Hook())
+    train_gpt.evaluate_ttt(model, tokens, flat_tables(vocab), h, runtime_cpu(), hooks=[Hook()])
     assert sorted(recorder.scored) == list(range(1, tokens.numel()))  # every target once
     assert recorder.trained, "TTT did not train"
     assert any(not torch.equal(a, p) for a, p in zip(before, model.parameters()))

@@ -127,3 +127,27 @@ def test_compiled_training_and_eval_graphs_match_eager():
     compiled_hidden = torch.compile(model.hidden, fullgraph=True, backend="inductor")
     with torch.no_grad():
         assert torch.allclose(compiled_hidden(tokens[:, :-1]), model.hidden(tokens[:, :-1]), atol=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not (torch.cuda.is_available() and train_gpt.HAS_FA3), reason="needs CUDA and FlashAttention-3")
+def test_flash_attention_3_equals_reference_attention():
+    torch.manual_seed(0)
+    q = torch.randn(2, 128, 8, 64, device="cuda", dtype=torch.bfloat16)
+    k, v = (torch.randn(2, 128, 4, 64, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    fast = train_gpt.causal_attention(q, k, v, "fa3")
+    assert torch.allclose(fast.float(), train_gpt.reference_attention(q, k, v).float(), atol=2e-2)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_bf16_forward_matches_fp32():
+    torch.manual_seed(0)
+    h = tiny_hparams()
+    model = train_gpt.GPT(h).cuda()
+    tokens = torch.randint(0, h.vocab_size, (2, 33), device="cuda")
+    with torch.no_grad():
+        reference = model.loss(tokens[:, :-1], tokens[:, 1:])
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            fast = model.loss(tokens[:, :-1], tokens[:, 1:])
+    assert abs(fast.item() - reference.item()) < 2e-2

@@ -4,7 +4,8 @@ Why: a record that breaks a rule (artifact over 16,000,000 bytes, training or ev
 600 s, a score that is not the logs' mean) is rejected on review; better to learn it here.
 Every figure is recomputed from the logs (through tools/logparse.py) and the shipped script:
 
-  files       README.md, submission.json, train_gpt.py and at least one log (*.log / *.txt)
+  files       README.md, submission.json, train_gpt.py and at least one log (*.log, or a
+              *.txt starting with a code_sha256 line)
   finished    every log has its `final` line
   code        all logs ran the same code (code_sha256); their code_bytes equal the size of
               the shipped train_gpt.py
@@ -37,8 +38,17 @@ BPB_TOLERANCE = 1e-6
 REQUIRED_FILES = ("README.md", "submission.json", "train_gpt.py")
 
 
+def is_log(path: Path) -> bool:
+    """*.log, or a *.txt that is a train_gpt.py log (it has a code_sha256 line; not requirements.txt)."""
+    if not path.is_file():
+        return False
+    if path.suffix == ".log":
+        return True
+    return path.suffix == ".txt" and "code_sha256:" in path.read_text(encoding="utf-8", errors="replace")[:4096]
+
+
 def log_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in (".log", ".txt"))
+    return sorted(p for p in folder.iterdir() if is_log(p))
 
 
 def check_files(folder: Path) -> list[str]:

@@ -37,7 +37,7 @@ TYPE_NAMES = {"bool": "0/1", "int": "int", "float": "float", "str": "str", "tupl
 
 
 def field_comments(cls) -> dict[str, tuple[str, str]]:
-    """field name -> (section: the last full-line comment above it, note: its trailing comment)."""
+    """field name -> (section: the start of the last full-line comment above it, note: its trailing comment)."""
     source = inspect.getsource(cls)
     comments: dict[int, tuple[str, bool]] = {}  # line -> (text, whole line?)
     for token in tokenize.generate_tokens(io.StringIO(source).readline):
@@ -48,7 +48,7 @@ def field_comments(cls) -> dict[str, tuple[str, str]]:
     for number, line in enumerate(source.splitlines(), 1):
         text, whole_line = comments.get(number, ("", False))
         if whole_line:
-            section = text.rstrip(".")
+            section = re.split(r"[:;]", text, maxsplit=1)[0].rstrip(".")  # "Device: auto picks…" -> "Device"
             continue
         match = re.match(r"\s+(\w+)\s*:", line)
         if match:

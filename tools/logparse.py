@@ -97,12 +97,14 @@ def val_points(records: list[dict]) -> list[dict]:
     """Validation BPB against wall time since training started: [{'name', 'time_s', 'val_bpb'}].
 
     Lines written during training (with train_time_ms) sit at that time; the evaluations after
-    training (`eval:<name> ... eval_time_ms:T`) follow the end of training one after another,
-    each at the time it finished. The `final` line repeats the last evaluation and is skipped."""
+    training (`eval:<name> ... eval_time_ms:T`) follow the end of training one after another
+    (plus the `artifact` line's gptq_time_ms), each at the time it finished. The `final` line repeats the last evaluation and is skipped."""
     points, clock_ms = [], 0.0
     for r in records:
         if r.get("event") == "train_done" and isinstance(r.get("train_time_ms"), (int, float)):
             clock_ms = float(r["train_time_ms"])
+        if r.get("event") == "artifact" and isinstance(r.get("gptq_time_ms"), (int, float)):
+            clock_ms += float(r["gptq_time_ms"])  # quantization runs between the evaluations
         if r.get("event") == "final" or not isinstance(r.get("val_bpb"), (int, float)):
             continue
         if "eval" in r:

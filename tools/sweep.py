@@ -114,16 +114,17 @@ def write_tables(rows: list[dict], names: list[str], out_dir: Path) -> str:
         writer.writerows(rows)
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
-        lines.append("| " + " | ".join(cell(row.get(c)) for c in columns) + " |")
+        lines.append("| " + " | ".join(cell(row.get(c), c) for c in columns) + " |")
     markdown = "\n".join(lines) + "\n"
     (out_dir / "results.md").write_text(markdown, encoding="utf-8")
     return markdown
 
 
-def cell(value) -> str:
+def cell(value, column: str = "val_bpb") -> str:
+    """Scores with 6 decimals, everything else as logged."""
     if value is None:
         return ""
-    return f"{value:.6f}" if isinstance(value, float) and abs(value) < 100 else str(value)
+    return f"{value:.6f}" if isinstance(value, float) and column in ("val_bpb", "val_loss") else str(value)
 
 
 def sweep(grid: list[tuple[str, list[str]]], command: list[str], out_dir: Path, name: str,
