@@ -343,15 +343,19 @@ def load_shard(path: str | Path, mmap: bool = True) -> np.ndarray:
 
 
 def write_shard(path: str | Path, tokens: np.ndarray) -> None:
-    """Write tokens in the published format (used by the data builder and the tests)."""
+    """Write tokens in the published format, atomically (data/build.py and the tests)."""
     tokens = np.asarray(tokens)
     if tokens.size and (tokens.min() < 0 or tokens.max() >= 2**16):
-        raise ValueError("shard tokens must fit in uint16")
+        raise ValueError("shard token ids must fit in uint16")
+    if tokens.size >= 2**31:
+        raise ValueError("too many tokens for one shard (the count is an int32)")
     header = np.zeros(SHARD_HEADER_INTS, dtype="<i4")
     header[:3] = (SHARD_MAGIC, SHARD_VERSION, tokens.size)
-    with open(path, "wb") as f:
+    temporary = Path(f"{path}.tmp")
+    with open(temporary, "wb") as f:
         f.write(header.tobytes())
         f.write(tokens.astype("<u2").tobytes())
+    os.replace(temporary, path)
 
 
 def find_shards(data_path: str, split: str) -> list[str]:

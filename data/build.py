@@ -38,7 +38,7 @@ import numpy as np
 if __package__ in (None, ""):  # run as a script: make `data.*` importable from the repo root
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from data.shards import write_shard  # noqa: E402
+from train_gpt import write_shard  # noqa: E402  (the one definition of the format)
 
 PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
 DEFAULT_VOCAB_SIZE = 8192

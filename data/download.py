@@ -46,7 +46,7 @@ from typing import Callable
 if __package__ in (None, ""):  # run as a script: make `data.*` importable from the repo root
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from data.shards import ShardError, verify_shard  # noqa: E402
+from train_gpt import read_shard_header as verify_shard  # noqa: E402  (the one definition of the format)
 
 DEFAULT_REPO_ID = "kevclark/parameter-golf"
 DEFAULT_REMOTE_ROOT = "datasets"
@@ -187,7 +187,7 @@ def shard_counts(manifest, dataset_name: str, default_tokenizer: str) -> Plan:
 
 
 def verify_file(path: Path, kind: str | None = None) -> str:
-    """Raise (ShardError / DownloadError) unless `path` is a valid file of its kind.
+    """Raise (ValueError / DownloadError) unless `path` is a valid file of its kind.
 
     `kind` is the suffix of the final name (a `.partial` file is checked as what it will be)."""
     kind = kind or path.suffix
@@ -222,7 +222,7 @@ def is_valid(path: Path) -> bool:
     try:
         verify_file(path)
         return True
-    except (ShardError, DownloadError, OSError):
+    except (ValueError, DownloadError, OSError):
         return False
 
 
@@ -238,7 +238,7 @@ def fetch_verified(fetch: Fetch, remote_path: str, destination: Path, log=print)
     fetch(remote_path, partial)
     try:
         detail = verify_file(partial, destination.suffix)
-    except (ShardError, DownloadError) as error:
+    except (ValueError, DownloadError) as error:
         partial.unlink(missing_ok=True)
         raise DownloadError(f"downloaded {remote_path} is corrupt: {error}") from None
     os.replace(partial, destination)
@@ -352,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
         fetch = DirectoryHub(args.hub_dir) if args.hub_dir else HuggingFaceHub(args.repo_id, args.revision)
         result = download(fetch, args.out, args.vocab_size, args.train_shards, args.remote_root,
                           args.refresh_manifest, args.workers)
-    except (DownloadError, ShardError, OSError, json.JSONDecodeError) as error:
+    except (DownloadError, ValueError, OSError, json.JSONDecodeError) as error:
         print(f"download.py: error: {error}", file=sys.stderr)
         return 1
     print(f"{result['files']} files: {result['fetched']} fetched, {result['present']} already present; "

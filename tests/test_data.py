@@ -18,8 +18,11 @@ import pytest
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from data import build, corpus, download, shards  # noqa: E402
-from data.shards import HEADER_BYTES, SHARD_MAGIC, ShardError  # noqa: E402
+from data import build, corpus, download  # noqa: E402
+import train_gpt  # noqa: E402
+from train_gpt import SHARD_MAGIC  # noqa: E402
+
+HEADER_BYTES = 1024
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_VOCAB = 512
@@ -90,32 +93,13 @@ def test_corpus_cli(tmp_path):
 def test_shard_round_trip_and_errors(tmp_path):
     path = tmp_path / "s.bin"
     tokens = np.array([1, 5, 65535, 0], dtype=np.uint16)
-    shards.write_shard(path, tokens)
+    train_gpt.write_shard(path, tokens)
     assert path.stat().st_size == HEADER_BYTES + 2 * len(tokens)
     assert np.frombuffer(path.read_bytes()[:12], dtype="<i4").tolist() == [SHARD_MAGIC, 1, 4]
-    assert shards.read_shard(path).tolist() == tokens.tolist()
-    data = path.read_bytes()
-    path.write_bytes(data[:-2])
-    with pytest.raises(ShardError, match="need"):
-        shards.verify_shard(path)
-    path.write_bytes(b"\0" * 4 + data[4:])
-    with pytest.raises(ShardError, match="magic"):
-        shards.verify_shard(path)
-    path.write_bytes(b"short")
-    with pytest.raises(ShardError, match="header"):
-        shards.verify_shard(path)
+    assert train_gpt.load_shard(path, mmap=False).tolist() == tokens.tolist()
+    assert not list(tmp_path.glob("*.tmp"))
     with pytest.raises(ValueError, match="uint16"):
-        shards.write_shard(path, np.array([70000]))
-
-
-def test_shard_format_agrees_with_train_gpt(tmp_path):
-    """data/shards.py (torch-free, for the data tools) and train_gpt.py's DATA section must agree."""
-    train_gpt = pytest.importorskip("train_gpt")
-    tokens = np.random.default_rng(0).integers(0, 8192, size=3000).astype(np.uint16)
-    shards.write_shard(tmp_path / "a.bin", tokens)
-    assert np.array_equal(train_gpt.load_shard(tmp_path / "a.bin"), tokens)
-    train_gpt.write_shard(tmp_path / "b.bin", tokens)
-    assert (tmp_path / "b.bin").read_bytes() == (tmp_path / "a.bin").read_bytes()
+        train_gpt.write_shard(path, np.array([70000]))
 
 
 def test_write_split_cuts_a_stream_into_exact_shards(tmp_path):
@@ -123,9 +107,9 @@ def test_write_split_cuts_a_stream_into_exact_shards(tmp_path):
     paths, total = build.write_split(iter(arrays), tmp_path, "train", shard_tokens=5)
     assert total == 23 and len(paths) == 5
     assert [p.name for p in paths][0] == "fineweb_train_000000.bin"
-    joined = np.concatenate([shards.read_shard(p) for p in paths])
+    joined = np.concatenate([train_gpt.load_shard(p, mmap=False) for p in paths])
     assert joined.tolist() == np.concatenate(arrays).tolist()
-    assert [shards.verify_shard(p) for p in paths] == [5, 5, 5, 5, 3]
+    assert [train_gpt.read_shard_header(p) for p in paths] == [5, 5, 5, 5, 3]
 
 
 # -----------------------------------------------------------------------------
@@ -143,20 +127,20 @@ def test_build_layout_and_stale_shards(tiny_build):
     assert "fineweb_train_000099.bin" not in names
     assert names == sorted(p.name for p in result["train_shards"] + result["val_shards"])
     assert len(result["train_shards"]) > 1
-    assert sum(shards.verify_shard(p) for p in result["train_shards"]) == result["train_tokens"]
+    assert sum(train_gpt.read_shard_header(p) for p in result["train_shards"]) == result["train_tokens"]
 
 
 def test_build_documents_are_bos_plus_tokens(tiny_build):
     result, documents = tiny_build
     processor = build.load_tokenizer(result["tokenizer_path"])
-    stream = np.concatenate([shards.read_shard(p) for p in result["val_shards"]])
+    stream = np.concatenate([train_gpt.load_shard(p, mmap=False) for p in result["val_shards"]])
     starts = np.flatnonzero(stream == build.BOS_ID)
     assert stream[0] == build.BOS_ID and len(starts) == 10
     assert build.EOS_ID not in stream and stream.max() < TINY_VOCAB
     pieces = np.split(stream, starts[1:])
     for piece, document in zip(pieces, documents[:10]):
         assert piece[1:].tolist() == processor.encode(document)
-    train = np.concatenate([shards.read_shard(p) for p in result["train_shards"]])
+    train = np.concatenate([train_gpt.load_shard(p, mmap=False) for p in result["train_shards"]])
     assert int((train == build.BOS_ID).sum()) == 110
 
 
