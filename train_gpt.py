@@ -192,6 +192,8 @@ class Hyperparameters:
             (self.attn_impl in ("auto", "fa3", "sdpa"), "ATTN_IMPL must be auto, fa3 or sdpa"),
             (self.dc_hash in ("legacy", "mixed"), "DC_HASH must be legacy or mixed"),
             (self.dc_local_reset in ("chunk", "doc", "none"), "DC_LOCAL_RESET must be chunk, doc or none"),
+            (all(b > 0 and b & (b - 1) == 0 for b in (self.dc_buckets_g, self.dc_buckets_l)),
+             "DC_BUCKETS_G and DC_BUCKETS_L must be powers of two"),
             (len(self.dc_prior) == 3 and abs(sum(self.dc_prior) - 1) < 1e-6, "DC_PRIOR must be 3 weights summing to 1"),
             (2 <= self.matrix_bits <= 8 and 2 <= self.embed_bits <= 8, "MATRIX_BITS and EMBED_BITS must be in 2..8"),
         ]
