@@ -2003,7 +2003,8 @@ def calibration_batches(loader: TrainLoader, h: Hyperparameters, runtime: Runtim
 
 
 def quantize_and_pack(model: GPT, loader: TrainLoader, h: Hyperparameters, runtime: Runtime, log: Logger) -> dict:
-    """Hessians -> GPTQ -> serialized + compressed artifact on disk; returns the accounting."""
+    """Hessians -> GPTQ -> serialized + compressed artifact on disk; returns the accounting
+    (with gptq_time_ms: it counts toward the 600 s of training, hence the GPTQ reserve)."""
     start = time.perf_counter()
     hessians = collect_hessians(model, calibration_batches(loader, h, runtime), runtime)
     quantized = quantize_state_dict(model.state_dict(), hessians, h)
@@ -2012,8 +2013,9 @@ def quantize_and_pack(model: GPT, loader: TrainLoader, h: Hyperparameters, runti
         write_atomic(h.artifact_path, blob)
     runtime.barrier()
     accounting = artifact_accounting(code_bytes_of(Path(__file__)), len(blob), h.artifact_limit_bytes)
-    log_accounting(log, accounting, gptq_time_ms=round(1000 * (time.perf_counter() - start)))
-    return accounting
+    gptq_ms = round(1000 * (time.perf_counter() - start))
+    log_accounting(log, accounting, gptq_time_ms=gptq_ms)
+    return dict(accounting, gptq_time_ms=gptq_ms)
 
 
 def log_accounting(log: Logger, accounting: dict, **extra) -> None:
@@ -2075,11 +2077,12 @@ def run(h: Hyperparameters, runtime: Runtime, log: Logger) -> None:
     accounting = quantize_and_pack(model, loader, h, runtime, log)
     del model
     final, eval_ms = evaluate_artifact(h, runtime, log, val_tokens, tables)
-    log_final(log, final, training["train_time_ms"], eval_ms, accounting)
+    log_final(log, final, training["train_time_ms"] + accounting["gptq_time_ms"], eval_ms, accounting)
 
 
 def log_final(log: Logger, final: EvalResult, train_ms: float, eval_ms: float, accounting: dict) -> None:
-    """The last line of a successful run; `val_bpb` here is the score."""
+    """The last line of a successful run; `val_bpb` here is the score, `train_time_ms` the
+    training loop plus GPTQ (the challenge's 600 s), `total_eval_time_ms` all evaluations."""
     log.fields("final", eval=final.name, val_loss=final.val_loss, val_bpb=final.val_bpb,
                train_time_ms=round(train_ms), total_eval_time_ms=round(eval_ms),
                artifact_bytes=accounting["artifact_bytes"], artifact_valid=accounting["artifact_valid"])
