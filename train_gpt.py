@@ -159,8 +159,8 @@ class Hyperparameters:
     dc_share: float = 0.005
     dc_prior: tuple = (0.90, 0.07, 0.03)
     dc_doc_reset: bool = True
-    dc_hash: str = "legacy"
-    dc_local_reset: str = "chunk"
+    dc_hash: str = "mixed"  # legacy: published low-bit buckets; mixed: top bits (measured: corrected mode wins)
+    dc_local_reset: str = "doc"  # chunk (published) | doc: at each BOS in the context | none
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Hyperparameters":

@@ -265,7 +265,7 @@ def test_a_target_never_counts_toward_its_own_prediction():
 
 
 def test_published_chunk_reset_keeps_no_local_tables():
-    h = config()
+    h = config(dc_hash="legacy", dc_local_reset="chunk")
     bank = tg.ExpertBank(h, h.vocab_size, torch.device("cpu"))
     tokens = make_stream(200, h.vocab_size, seed=9)
     for start, end in tg.chunk_bounds(199, 50):
