@@ -96,3 +96,24 @@ def test_bad_input_fails_clearly_without_output(tiny_env, tmp_path, change, mess
 def test_world_size_that_does_not_divide_eight(tiny_env, tmp_path):
     out = torchrun(tiny_env, 3, tmp_path)
     assert out.returncode != 0 and "must divide 8" in out.stderr
+
+
+def test_packed_copy_trains_and_scores_exactly_like_the_source(tiny_env, tmp_path):
+    """The record ships the packed copy: same run, same numbers, and its own size as code bytes."""
+    packed = tmp_path / "packed" / "train_gpt.py"
+    packed.parent.mkdir()
+    packed.write_text(train_gpt.pack_source((ROOT / "train_gpt.py").read_text()))
+    env = dict(tiny_env, ITERATIONS="6", SLIDING_WINDOW_ENABLED="0", TTT_EPOCHS="1")
+    figures = {}
+    for name, script in (("source", ROOT / "train_gpt.py"), ("packed", packed)):
+        run_env = dict(env, RUN_ID=name, ARTIFACT_PATH=str(tmp_path / f"{name}.ptz"))
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith(train_gpt.ENV_PREFIXES)}
+        full_env.update(run_env, OMP_NUM_THREADS="1")
+        out = subprocess.run([sys.executable, str(script)], env=full_env, cwd=tmp_path, capture_output=True,
+                             text=True, timeout=600)
+        assert out.returncode == 0, out.stderr[-4000:]
+        records = read_log(tmp_path / "logs" / f"{name}.txt")
+        figures[name] = (eval_figures(records), last(records, "code_bytes"), last(records, "model_bytes"))
+    assert figures["packed"][0] == figures["source"][0]
+    assert figures["packed"][2] == figures["source"][2]
+    assert figures["packed"][1] == figures["source"][1] == packed.stat().st_size
