@@ -161,6 +161,12 @@ class Hyperparameters:
     dc_doc_reset: bool = True
     dc_hash: str = "mixed"  # legacy: published low-bit buckets; mixed: top bits (measured: corrected mode wins)
     dc_local_reset: str = "doc"  # chunk (published) | doc: at each BOS in the context | none
+    dc_experts: str = "sharp"  # hashed: the published buckets (DC_HASH..); sharp: exact contexts, learned escapes
+    dc_sharp_orders: int = 6  # sharp experts: contexts of 0..N tokens (both experts)
+    dc_mixer: str = "gate"  # fixed_share (published, per chunk) | gate: per-token weights learned score-first
+    dc_gate_steps: int = 20  # Adam steps per scored chunk for the gate and the sharp escapes
+    dc_gate_lr: float = 0.1  # their Adam learning rate
+    dc_gate_sample_tokens: int = 4096  # positions of the chunk drawn for those steps
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Hyperparameters":
@@ -192,6 +198,8 @@ class Hyperparameters:
             (self.attn_impl in ("auto", "fa3", "sdpa"), "ATTN_IMPL must be auto, fa3 or sdpa"),
             (self.dc_hash in ("legacy", "mixed"), "DC_HASH must be legacy or mixed"),
             (self.dc_local_reset in ("chunk", "doc", "none"), "DC_LOCAL_RESET must be chunk, doc or none"),
+            (self.dc_experts in ("hashed", "sharp"), "DC_EXPERTS must be hashed or sharp"),
+            (self.dc_mixer in ("fixed_share", "gate"), "DC_MIXER must be fixed_share or gate"),
             (all(b > 0 and b & (b - 1) == 0 for b in (self.dc_buckets_g, self.dc_buckets_l)),
              "DC_BUCKETS_G and DC_BUCKETS_L must be powers of two"),
             (len(self.dc_prior) == 3 and abs(sum(self.dc_prior) - 1) < 1e-6, "DC_PRIOR must be 3 weights summing to 1"),
@@ -1523,9 +1531,10 @@ def evaluate_ttt(model: GPT, tokens: Tensor, tables: ByteTables, h: Hyperparamet
 # -----------------------------------------------------------------------------
 # DUALCLOCK
 # Two causal PPM experts, global (never reset) and local (reset per chunk or per document),
-# mixed with the network by a fixed-share mixer during score-first evaluation (SPEC §7). Each
-# expert is an exact distribution over all V ids; a chunk is scored in parallel and a prefix-
-# rank counter makes that equal to a token-by-token update; tables update after scoring.
+# mixed with the network during score-first evaluation: the published hashed experts and fixed-
+# share mixer (SPEC §7), or sharp experts and a per-token gate (issue 5). Each expert is an exact
+# distribution over all V ids; a chunk is scored in parallel and a prefix-rank counter makes that
+# equal to a token-by-token update; tables, escapes and gate learn only after scoring.
 # -----------------------------------------------------------------------------
 
 HASH_MASK = (1 << 63) - 1
@@ -1887,7 +1896,7 @@ class FixedShareMixer:
         mixed = torch.logsumexp(logprobs + self.weights.log(), dim=1)
         return mixed.clamp_min(math.log(MIXTURE_FLOOR))
 
-    def update(self, logprobs: Tensor) -> None:
+    def update(self, logprobs: Tensor, features: Tensor | None = None) -> None:
         # Each expert's loss is floored like the mixture, so one underflowed float32 expert
         # probability cannot make a chunk loss infinite.
         losses = -logprobs.clamp_min(math.log(MIXTURE_FLOOR)).mean(0)
@@ -1896,9 +1905,330 @@ class FixedShareMixer:
         self.weights = (1 - self.share) * posterior + self.share * self.prior
 
 
+# Sharp experts (issue 5): contexts told apart by ids of 50 bits, not 2,048 buckets; escapes from
+# the number of distinct continuations, their parameters learned score-first. A pair's key is
+# (context id)·V + token, so contexts sharing an id share all their counts: each expert stays an
+# exact distribution over the V ids whatever collides (about one merged pair of contexts per
+# order on the 40.5 M-token stream).
+
+GOLDEN = _as_int64(0x9E3779B97F4A7C15)
+SPLITMIX = (_as_int64(0xBF58476D1CE4E5B9), _as_int64(0x94D049BB133111EB))
+TABLE_MAX_LOAD = 0.75
+
+
+def shift_right(x: Tensor, bits: int) -> Tensor:
+    return (x >> bits) & ((1 << (64 - bits)) - 1)  # logical shift of int64
+
+
+def finalize(x: Tensor) -> Tensor:
+    """splitmix64's finalizer: every output bit depends on every input bit."""
+    x = (x ^ shift_right(x, 30)) * SPLITMIX[0]
+    x = (x ^ shift_right(x, 27)) * SPLITMIX[1]
+    return x ^ shift_right(x, 31)
+
+
+class CountTable:
+    """int64 keys (>= 0) -> `width` int32 counts: open addressing with linear probing, at most 3/4
+    full (doubled when needed); the distinct keys of a chunk are probed together, in rounds."""
+
+    def __init__(self, width: int, device: torch.device, capacity: int = 1 << 12):
+        self.width, self.device, self.size = width, device, 0
+        self.keys = torch.full((capacity,), -1, dtype=torch.long, device=device)
+        self.values = [torch.zeros(capacity, dtype=torch.int32, device=device) for _ in range(width)]
+
+    def locate(self, keys: Tensor, slot: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """(slot, found) of distinct keys: the key's slot, or the empty slot its probe ends on."""
+        mask = self.keys.numel() - 1
+        if slot is None:
+            slot = shift_right(keys * GOLDEN, 65 - self.keys.numel().bit_length())
+        found = torch.zeros_like(keys, dtype=torch.bool)
+        index = torch.arange(keys.numel(), device=keys.device)
+        while index.numel():
+            probe = slot.index_select(0, index)
+            occupant = self.keys.index_select(0, probe)
+            hit = occupant == keys.index_select(0, index)
+            found.index_fill_(0, index[hit], True)
+            index = index[~hit & (occupant >= 0)]  # occupied by another key: try the next slot
+            slot.index_copy_(0, index, (slot.index_select(0, index) + 1) & mask)
+        return slot, found
+
+    def read(self, keys: Tensor) -> tuple[list[Tensor], tuple]:
+        """Counts of distinct keys (0 where absent) and their places, for add()."""
+        slot, found = self.locate(keys)
+        new = keys.numel() - int(found.sum())
+        if self.size + new > TABLE_MAX_LOAD * self.keys.numel():
+            self._grow(self.size + new)
+            slot, found = self.locate(keys)
+        return [torch.where(found, v.index_select(0, slot), 0) for v in self.values], (slot, found)
+
+    def add(self, keys: Tensor, values: list[Tensor], place: tuple) -> None:
+        slot, found = place
+        new = (~found).nonzero().squeeze(1)
+        if new.numel():
+            slot = slot.index_copy(0, new, self._claim(keys[new], slot[new]))
+            self.size += new.numel()
+        for column, value in zip(self.values, values):
+            column.scatter_add_(0, slot, value.to(torch.int32))
+
+    def _claim(self, keys: Tensor, slot: Tensor) -> Tensor:
+        """Write absent distinct keys at the empty slots found; where several keys wrote one slot,
+        one won (any: the counts do not depend on which) and the others probe on."""
+        self.keys.scatter_(0, slot, keys)
+        index = (self.keys.index_select(0, slot) != keys).nonzero().squeeze(1)
+        while index.numel():
+            wanted, after = keys.index_select(0, index), slot.index_select(0, index) + 1
+            probe = self.locate(wanted, after & (self.keys.numel() - 1))[0]
+            slot.index_copy_(0, index, probe)
+            self.keys.index_copy_(0, probe, wanted)
+            index = index[self.keys.index_select(0, probe) != wanted]
+        return slot
+
+    def _grow(self, needed: int) -> None:
+        capacity = self.keys.numel()
+        while needed > TABLE_MAX_LOAD * capacity:
+            capacity *= 2
+        used = (self.keys >= 0).nonzero().squeeze(1)
+        keys, values = self.keys[used], [v[used] for v in self.values]
+        self.__init__(self.width, self.device, capacity)
+        self.size, slot = keys.numel(), self._claim(keys, self.locate(keys)[0])
+        for column, value in zip(self.values, values):
+            column.scatter_(0, slot, value)
+
+    def nbytes(self) -> int:
+        return self.keys.numel() * (8 + 4 * self.width)
+
+
+class Runs:
+    """A chunk's positions grouped by equal key (split where the document changes, for a document
+    expert), each run in stream order, from one stable sort: a position's count of earlier
+    same-key positions is its rank in its run (the prefix-rank counter)."""
+
+    def __init__(self, sorted_keys: Tensor, order: Tensor, starts: Tensor):
+        self.sorted_keys, self.order, self.starts = sorted_keys, order, starts
+        position = torch.arange(order.numel(), device=order.device)
+        self.run_start = torch.where(starts, position, 0).cummax(0).values  # sorted order
+        run_sorted = starts.long().cumsum(0) - 1
+        self.run_of = torch.empty_like(run_sorted).scatter_(0, order, run_sorted)
+        self.rank = torch.empty_like(run_sorted).scatter_(0, order, position - self.run_start)
+        self.unique, self.first = sorted_keys[starts], order[starts]  # per run: key, first position
+        starts_at = position[starts]
+        self.length = torch.diff(starts_at, append=starts_at.new_tensor([order.numel()]))
+
+    @classmethod
+    def of(cls, keys: Tensor) -> "Runs":
+        order = torch.sort(keys, stable=True).indices
+        sorted_keys = keys.index_select(0, order)
+        starts = torch.ones_like(sorted_keys, dtype=torch.bool)
+        torch.ne(sorted_keys[1:], sorted_keys[:-1], out=starts[1:])
+        return cls(sorted_keys, order, starts)
+
+    def split(self, segments: Tensor) -> "Runs":
+        sorted_segments = segments.index_select(0, self.order)
+        starts = self.starts.clone()
+        starts[1:] |= sorted_segments[1:] != sorted_segments[:-1]
+        return Runs(self.sorted_keys, self.order, starts)
+
+    def earlier(self, values: Tensor) -> Tensor:
+        """Per position, the sum of `values` over the earlier positions of its run."""
+        sorted_values = values.index_select(0, self.order)
+        exclusive = sorted_values.cumsum(0) - sorted_values
+        exclusive = exclusive - exclusive.index_select(0, self.run_start)
+        return torch.empty_like(exclusive).scatter_(0, self.order, exclusive)
+
+
+class ContextCounts:
+    """One sharp expert's tables: per (context, token) pair its count c, per context its total N
+    and distinct continuations T. A document expert's tables hold the open document only."""
+
+    def __init__(self, per_document: bool, device: torch.device):
+        self.per_document, self.open_document = per_document, -1
+        self.pairs, self.contexts = CountTable(1, device), CountTable(2, device)
+
+    def _read(self, table: CountTable, runs: Runs, documents: Tensor) -> tuple[list[Tensor], tuple]:
+        if not self.per_document:
+            return table.read(runs.unique)
+        visible = (documents.index_select(0, runs.first) == self.open_document).nonzero().squeeze(1)
+        columns, place = table.read(runs.unique[visible])
+        return [torch.zeros_like(runs.unique, dtype=torch.int32).index_copy_(0, visible, c) for c in columns], place
+
+    def statistics(self, pairs: Runs, contexts: Runs, documents: Tensor) -> tuple[Tensor, tuple]:
+        """(3, m) c, N, T of each position's pair and context before it, and the update's input."""
+        if self.per_document:
+            pairs, contexts = pairs.split(documents), contexts.split(documents)
+        (pair_count,), pair_place = self._read(self.pairs, pairs, documents)
+        (total, distinct), context_place = self._read(self.contexts, contexts, documents)
+        count = pair_count.index_select(0, pairs.run_of) + pairs.rank
+        new = (count == 0).long()  # a continuation its context never had
+        total = total.index_select(0, contexts.run_of) + contexts.rank
+        distinct = distinct.index_select(0, contexts.run_of) + contexts.earlier(new)
+        return torch.stack([count, total, distinct]), (pairs, pair_place, contexts, context_place, new)
+
+    def update(self, pending: tuple, documents: Tensor, next_document: int) -> None:
+        """Add the chunk's counts; a document expert keeps only the next target's document, whose
+        runs are the ones it read unless that document begins in this chunk."""
+        pairs, pair_place, contexts, context_place, new = pending
+        new_per_run = torch.zeros_like(contexts.unique).scatter_add_(0, contexts.run_of, new)
+        work = [(self.pairs, pairs, [pairs.length], pair_place),
+                (self.contexts, contexts, [contexts.length, new_per_run], context_place)]
+        for table, runs, values, place in work:
+            keys = runs.unique
+            if self.per_document:
+                keep = (documents.index_select(0, runs.first) == next_document).nonzero().squeeze(1)
+                keys, values = keys[keep], [v[keep] for v in values]
+                if next_document != self.open_document:
+                    table.__init__(table.width, table.device, table.keys.numel())
+                    place = table.read(keys)[1]
+            table.add(keys, values, place)
+        self.open_document = next_document
+
+
+def escape_chain(stats: Tensor, escapes: Tensor, base: Tensor) -> Tensor:
+    """q_k(a) = (max(c-d, 0) + ((d+b)·T + e)·q_{k-1}(a)) / (N + b·T + e) for each order k whose context
+    was seen (N > 0; else q_k = q_{k-1}), from q = base. Sums to 1 over a: sum_a max(c-d, 0) = N - d·T.
+    stats (3, K, n) c, N, T; escapes (K, 3) raw: d = sigmoid, b, e = softplus; base (n,)."""
+    count, total, distinct = stats
+    discount, weight, constant = torch.sigmoid(escapes[:, :1]), F.softplus(escapes[:, 1:2]), F.softplus(escapes[:, 2:])
+    denominator = total + weight * distinct + constant
+    keep = torch.where(total > 0, ((discount + weight) * distinct + constant) / denominator, 1.0)  # (K, n)
+    add = torch.where(total > 0, (count - discount).clamp_min(0) / denominator, 0.0)
+    # q_K = sum_k add_k·prod_{j>k} keep_j + base·prod_j keep_j: the recursion without a loop.
+    later = torch.cat([keep[1:].flip(0).cumprod(0).flip(0), torch.ones_like(keep[:1])])
+    return (add * later).sum(0) + base * later[0] * keep[0]
+
+
+def expert_features(stats: Tensor) -> Tensor:
+    """(n, 4) context-only features of an expert: its highest order with a seen context (in [0, 1]),
+    that context's log count, its share of distinct continuations, whether it has one only."""
+    orders = stats.shape[1]
+    rank = (stats[1] > 0) * torch.arange(1, orders + 1, device=stats.device).unsqueeze(1)
+    top = rank.argmax(0, keepdim=True)  # (1, n)
+    total, distinct = stats[1].gather(0, top)[0], stats[2].gather(0, top)[0]
+    return torch.stack([top[0] / max(orders - 1, 1), torch.log1p(total) / 8, distinct / total.clamp_min(1),
+                        (distinct == 1).double()], 1)
+
+
+@torch.enable_grad()
+def adam_steps(optimizer: torch.optim.Optimizer, loss_function: Callable[[], Tensor], steps: int) -> None:
+    for _ in range(steps):
+        optimizer.zero_grad()
+        loss_function().backward()
+        optimizer.step()
+
+
+def chunk_sample(n: int, chunk_index: int, h: Hyperparameters, device: torch.device) -> Tensor:
+    """DC_GATE_SAMPLE_TOKENS positions of a scored chunk to learn from, the same on every rank."""
+    generator = torch.Generator().manual_seed(chunk_index)
+    return torch.randperm(n, generator=generator)[:h.dc_gate_sample_tokens].to(device)
+
+
+class SharpExperts:
+    """A global expert (never reset, backing off to uniform) and a document expert (reset at each
+    BOS, backing off to the global one) over contexts of 0..DC_SHARP_ORDERS tokens. The escape
+    parameters (d, b, e per order and expert) start generic and are learned score-first: after a
+    chunk is scored, Adam steps on the experts' own log-loss of that chunk."""
+
+    feature_count = 8
+
+    def __init__(self, h: Hyperparameters, vocab_size: int, device: torch.device):
+        self.h, self.vocab_size, self.device = h, vocab_size, device
+        self.counts = [ContextCounts(False, device), ContextCounts(True, device)]
+        initial = torch.tensor([0.4, 2.4, -2.2], dtype=torch.float64, device=device)  # d .6, b 2.5, e .1
+        self.escapes = [initial.repeat(h.dc_sharp_orders + 1, 1).requires_grad_() for _ in self.counts]
+        self.optimizer = torch.optim.Adam(self.escapes, lr=h.dc_gate_lr)
+        self.chunk_index, self.next_start, self.bos_before, self.features = 0, 0, 0, None
+
+    def context_ids(self, tokens: Tensor, start: int, end: int) -> Tensor:
+        """(K+1, n) ids < 2^63/V of the contexts tokens[i-k+1..i] of targets i in [start, end),
+        k = 0..K (k = 0: the empty context); tokens before the stream start read as V."""
+        max_order, n = self.h.dc_sharp_orders, end - start
+        window = tokens[max(0, start + 1 - max_order):end].to(self.device)
+        window = torch.cat([window.new_full((n + max_order - 1 - window.numel(),), self.vocab_size), window])
+        state, ids = torch.zeros(n, dtype=torch.long, device=self.device), []
+        for order in range(max_order + 1):
+            if order:  # extend the context by one older token
+                state = (state + window[max_order - order:max_order - order + n] + 1) * GOLDEN
+            ids.append(shift_right(finalize(state ^ order), 1 + (self.vocab_size - 1).bit_length()))
+        return torch.stack(ids)
+
+    def score_and_update(self, tokens: Tensor, start: int, end: int) -> Tensor:
+        """(n, 2) float64 log-probs of targets [start, end); then the tables and escapes learn them."""
+        if start != self.next_start or not start < end < tokens.numel():
+            raise ValueError(f"chunks must tile the stream in order: got [{start}, {end}), "
+                             f"expected start {self.next_start}")
+        ids = self.context_ids(tokens, start, end)  # (K, n)
+        # A target's document: the BOS count of its context tokens[0..i] (never of the target).
+        is_bos = (tokens[start:end + 1] == BOS_ID).long().to(self.device)
+        documents = self.bos_before + is_bos[:-1].cumsum(0)
+        self.bos_before = int(documents[-1] + is_bos[-1])  # the document of the next target
+        pairs = (ids * self.vocab_size + tokens[start + 1:end + 1].to(self.device)).view(-1)
+        runs, row_documents, stats = (Runs.of(pairs), Runs.of(ids.view(-1))), documents.repeat(len(ids)), []
+        for counts in self.counts:
+            counted, pending = counts.statistics(*runs, row_documents)
+            counts.update(pending, row_documents, self.bos_before)
+            stats.append(counted.view(3, len(ids), -1).double())
+        with torch.no_grad():
+            logprobs = self.logprobs(stats)
+        self.features = torch.cat([expert_features(s) for s in stats], 1)
+        sample = chunk_sample(end - start, self.chunk_index, self.h, self.device)
+        sampled = [s.index_select(2, sample) for s in stats]
+        adam_steps(self.optimizer, lambda: -self.logprobs(sampled).sum(1).mean(), self.h.dc_gate_steps)
+        self.chunk_index, self.next_start = self.chunk_index + 1, end
+        return logprobs
+
+    def logprobs(self, stats: list[Tensor]) -> Tensor:
+        uniform = torch.full_like(stats[0][0, 0], 1.0 / self.vocab_size)
+        global_q = escape_chain(stats[0], self.escapes[0], uniform)
+        return torch.stack([global_q, escape_chain(stats[1], self.escapes[1], global_q)], 1).log()
+
+    def table_bytes(self) -> int:
+        return sum(t.nbytes() for c in self.counts for t in (c.pairs, c.contexts))
+
+
+class TokenGate:
+    """Per-token weights over (neural, global, local): softmax(features·W) of context-only features
+    (the network's entropy and top probability, the sharp experts' expert_features). Weights that
+    never see the target keep a mixture of normalized distributions normalized. W is learned
+    score-first: chunk c is mixed with the W of chunks < c, then Adam steps on chunk c's mixture
+    log-loss, the experts held fixed."""
+
+    def __init__(self, h: Hyperparameters, feature_count: int, device: torch.device):
+        self.h, self.device, self.chunk_index = h, device, 0
+        self.weights = torch.tensor(h.dc_prior, dtype=torch.float64, device=device)  # last chunk's mean
+        self.gate = torch.zeros(feature_count, 3, dtype=torch.float64, device=device)
+        self.gate[0] = self.weights.log()  # feature 0 is a bias: the gate starts at the prior
+        self.optimizer = torch.optim.Adam([self.gate.requires_grad_()], lr=h.dc_gate_lr)
+
+    def _mixture(self, logprobs: Tensor, features: Tensor) -> Tensor:
+        return torch.logsumexp(logprobs + torch.log_softmax(features @ self.gate, 1), 1)
+
+    def mix(self, logprobs: Tensor, features: Tensor) -> Tensor:
+        with torch.no_grad():
+            self.weights = torch.softmax(features @ self.gate, 1).mean(0)
+            return self._mixture(logprobs, features).clamp_min(math.log(MIXTURE_FLOOR))
+
+    def update(self, logprobs: Tensor, features: Tensor) -> None:
+        sample = chunk_sample(logprobs.shape[0], self.chunk_index, self.h, self.device)
+        logprobs, features = logprobs.index_select(0, sample), features.index_select(0, sample)
+        adam_steps(self.optimizer, lambda: -self._mixture(logprobs, features).mean(), self.h.dc_gate_steps)
+        self.chunk_index += 1
+
+
+def gate_features(n: int, network_stats: dict | None, expert_features: Tensor | None, device) -> Tensor:
+    """(n, F) float64: a bias, the network's entropy (nats / 9) and top probability (zeros without
+    network statistics), then the experts' own features (sharp experts only)."""
+    stats = network_stats or {key: torch.zeros(n) for key in ("entropy", "top_prob")}
+    columns = [torch.ones(n, device=device), stats["entropy"].to(device) / 9, stats["top_prob"].to(device)]
+    extra = [] if expert_features is None else [expert_features]
+    return torch.cat([torch.stack(columns, 1).double()] + extra, 1)
+
+
 def chunk_bounds(num_targets: int, chunk_tokens: int) -> Iterator[tuple[int, int]]:
     for start in range(0, num_targets, chunk_tokens):
         yield start, min(start + chunk_tokens, num_targets)
+
+
+def expert_bank(h: Hyperparameters, vocab_size: int, device: torch.device):
+    return SharpExperts(h, vocab_size, device) if h.dc_experts == "sharp" else ExpertBank(h, vocab_size, device)
 
 
 class DualClock:
@@ -1908,9 +2238,11 @@ class DualClock:
 
     def __init__(self, h: Hyperparameters, vocab_size: int, device: torch.device | str):
         self.device = torch.device(device)
-        self.bank = ExpertBank(h, vocab_size, self.device)
-        self.mixer = FixedShareMixer(h.dc_prior, h.dc_share, self.device)
-        self.names = ["neural"] + [expert.name for expert in self.bank.experts] + ["mixed"]
+        self.bank = expert_bank(h, vocab_size, self.device)
+        gate_inputs = 3 + getattr(self.bank, "feature_count", 0)
+        self.mixer = (TokenGate(h, gate_inputs, self.device) if h.dc_mixer == "gate"
+                      else FixedShareMixer(h.dc_prior, h.dc_share, self.device))
+        self.names = ["neural", "global", "local", "mixed"]
         self.loss_sums = torch.zeros(len(self.names), dtype=torch.float64, device=self.device)  # nats
         self.byte_count = torch.zeros((), dtype=torch.float64, device=self.device)
         self.seconds, self.peak_table_bytes = 0.0, 0
@@ -1921,8 +2253,9 @@ class DualClock:
         Returns the (n, 1+experts) component log-probs and the (n,) mixed log-probs."""
         logprobs = torch.cat([-neural_nll.to(torch.float64).unsqueeze(1),
                               self.bank.score_and_update(tokens, start, end)], dim=1)
-        mixed = self.mixer.mix(logprobs, network_stats)
-        self.mixer.update(logprobs)
+        features = gate_features(logprobs.shape[0], network_stats, getattr(self.bank, "features", None), self.device)
+        mixed = self.mixer.mix(logprobs, features)
+        self.mixer.update(logprobs, features)
         return logprobs, mixed
 
     def on_chunk(self, chunk) -> None:
@@ -1952,7 +2285,7 @@ class DualClock:
 def ppm_logprobs(tokens: Tensor, h: Hyperparameters, chunk_tokens: int) -> Tensor:
     """(len(tokens)-1, 2) float64: the global and local experts' log-prob of tokens[i+1] given
     tokens[:i+1], chunk by chunk (targets [c*C, (c+1)*C) form chunk c), as evaluation runs."""
-    bank = ExpertBank(h, h.vocab_size, tokens.device)
+    bank = expert_bank(h, h.vocab_size, tokens.device)
     return torch.cat([bank.score_and_update(tokens, start, end)
                       for start, end in chunk_bounds(tokens.numel() - 1, chunk_tokens)])
 

@@ -25,8 +25,8 @@ import train_gpt as tg  # noqa: E402
 
 VALIDATION_TOKENS = 40_540_160
 MODES = {
-    "published": {"DC_HASH": "legacy", "DC_LOCAL_RESET": "chunk"},
-    "corrected": {"DC_HASH": "mixed", "DC_LOCAL_RESET": "doc"},
+    "published": {"DC_EXPERTS": "hashed", "DC_HASH": "legacy", "DC_LOCAL_RESET": "chunk"},
+    "corrected": {"DC_EXPERTS": "hashed", "DC_HASH": "mixed", "DC_LOCAL_RESET": "doc"},
 }
 
 

@@ -7,6 +7,7 @@ collisions frequent; one case uses the published sizes and large token ids.
 """
 from __future__ import annotations
 
+import copy
 import math
 import random
 from collections import defaultdict
@@ -22,7 +23,8 @@ MASK = (1 << 63) - 1
 # The published hash constants, written out independently of train_gpt (SPEC §7.3).
 MUL, OFF, SALT, ORDM = 0x9E3779B185EBCA87, 1469598103934665603, 0x9E3779B97F4A7C15, 0xA0761D6478BD642F
 
-SMALL = {"VOCAB_SIZE": "50", "DC_BUCKETS_G": "16", "DC_BUCKETS_L": "16"}
+PUBLISHED = {"DC_EXPERTS": "hashed", "DC_MIXER": "fixed_share"}  # the issue-3 experts and mixer
+SMALL = {"VOCAB_SIZE": "50", "DC_BUCKETS_G": "16", "DC_BUCKETS_L": "16", **PUBLISHED}
 
 
 def config(**overrides) -> tg.Hyperparameters:
@@ -186,7 +188,7 @@ def test_vectorized_experts_match_the_slow_reference(hash_mode, reset):
 
 @pytest.mark.parametrize("hash_mode,reset", [("legacy", "chunk"), ("mixed", "doc")])
 def test_published_sizes_match_the_slow_reference(hash_mode, reset):
-    h = tg.Hyperparameters.from_env({"DC_HASH": hash_mode, "DC_LOCAL_RESET": reset})
+    h = tg.Hyperparameters.from_env({"DC_HASH": hash_mode, "DC_LOCAL_RESET": reset, **PUBLISHED})
     rng = random.Random(3)
     base = [rng.randrange(2, 8192) for _ in range(40)]  # ids above 2^11 exercise the hash's high bits
     tokens = torch.tensor([BOS] + [rng.choice(base) for _ in range(250)] + [BOS] + base * 3)
@@ -363,3 +365,198 @@ def test_evaluation_hook_matches_mix_logprobs_and_logs_each_bpb():
     assert fields["mixer_weights"] == ",".join(f"{w:.5f}" for w in mixer.weights.tolist())
     assert fields["dc_time_ms"] > 0 and fields["dc_table_mib"] == round(clock.peak_table_bytes / 2**20, 1)
     assert clock.peak_table_bytes >= clock.bank.table_bytes() > 0
+
+
+# -- sharp experts and the per-token gate (issue 5) ------------------------------------------
+
+SHARP = {"VOCAB_SIZE": "50", "DC_SHARP_ORDERS": "4", "DC_GATE_STEPS": "5", "DC_GATE_SAMPLE_TOKENS": "32"}
+
+
+def sharp_config(**overrides) -> tg.Hyperparameters:
+    env = dict(SHARP)
+    env.update({k.upper(): str(v) for k, v in overrides.items()})
+    return tg.Hyperparameters.from_env(env)
+
+
+def initial_escapes(h: tg.Hyperparameters) -> list[list[tuple[float, float, float]]]:
+    """(d, b, e) per expert and order as SharpExperts starts them (they stay so with no steps)."""
+    experts = tg.SharpExperts(h, h.vocab_size, torch.device("cpu"))
+    soft = lambda x: math.log1p(math.exp(x))
+    return [[(1 / (1 + math.exp(-r[0])), soft(r[1]), soft(r[2])) for r in e.tolist()] for e in experts.escapes]
+
+
+def sharp_reference(tokens: torch.Tensor, h: tg.Hyperparameters) -> torch.Tensor:
+    """Exact contexts in dictionaries, one token at a time, scored before the counts are updated:
+    the global expert never resets, the document expert clears when the document changes (a
+    target's document counts the BOS in its context). Escapes at their initial values."""
+    tokens, vocab, orders = tokens.tolist(), h.vocab_size, h.dc_sharp_orders
+    escapes, padded = initial_escapes(h), [vocab] * orders + tokens
+    tables, document, open_document, out = [defaultdict(int), defaultdict(int)], 0, 0, []
+    for i in range(len(tokens) - 1):
+        document += tokens[i] == BOS
+        if document != open_document:
+            tables[1].clear()
+            open_document = document
+        target, q, row = tokens[i + 1], 1 / vocab, []
+        contexts = [tuple(padded[orders + i + 1 - k:orders + i + 1]) for k in range(orders + 1)]
+        for table, expert_escapes in zip(tables, escapes):  # the document expert starts from the global q
+            for k, context in enumerate(contexts):
+                count, total, distinct = table["c", context, target], table["n", context], table["t", context]
+                d, b, e = expert_escapes[k]
+                if total:
+                    q = (max(count - d, 0) + ((d + b) * distinct + e) * q) / (total + b * distinct + e)
+            row.append(math.log(q))
+        out.append(row)
+        for table in tables:
+            for context in contexts:
+                table["t", context] += table["c", context, target] == 0
+                table["c", context, target] += 1
+                table["n", context] += 1
+    return torch.tensor(out, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("orders", [1, 4, 6])
+def test_sharp_experts_match_the_slow_reference_for_every_chunk_size(orders):
+    h = sharp_config(dc_sharp_orders=orders, dc_gate_steps=0)
+    tokens = make_stream(500, h.vocab_size, seed=12)
+    expected = sharp_reference(tokens, h)
+    for chunk_tokens in (1, 7, 64, 4096):
+        got = tg.ppm_logprobs(tokens, h, chunk_tokens)
+        assert got.dtype == torch.float64 and got.shape == (tokens.numel() - 1, 2)
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
+
+
+def test_sharp_experts_at_the_published_vocabulary_size():
+    h = tg.Hyperparameters.from_env({"DC_GATE_STEPS": "0"})
+    rng = random.Random(13)
+    base = [rng.randrange(2, 8192) for _ in range(30)]
+    tokens = torch.tensor([BOS] + [rng.choice(base) for _ in range(200)] + [BOS] + base * 3)
+    torch.testing.assert_close(tg.ppm_logprobs(tokens, h, 50), sharp_reference(tokens, h), rtol=0, atol=1e-12)
+
+
+def test_count_table_agrees_with_a_dictionary_through_growth_and_collisions():
+    table, expected = tg.CountTable(2, torch.device("cpu"), capacity=8), defaultdict(lambda: [0, 0])
+    generator = torch.Generator().manual_seed(14)
+    for step in range(30):
+        # Keys differing only in high bits and runs of neighbours crowd the same slots.
+        keys = torch.cat([torch.randint(0, 64, (20,), generator=generator) << 40,
+                          torch.randint(0, 1 << 62, (20,), generator=generator), torch.arange(step * 5, step * 5 + 9)])
+        keys = keys.unique()
+        values = [torch.randint(0, 5, (keys.numel(),), generator=generator) for _ in range(2)]
+        columns, place = table.read(keys)
+        assert [c.tolist() for c in columns] == [[expected[k][j] for k in keys.tolist()] for j in range(2)]
+        table.add(keys, values, place)
+        for k, a, b in zip(keys.tolist(), *(v.tolist() for v in values)):
+            expected[k][0] += a
+            expected[k][1] += b
+        assert table.size == len(expected) <= tg.TABLE_MAX_LOAD * table.keys.numel()
+    assert sorted(table.keys[table.keys >= 0].tolist()) == sorted(expected)
+
+
+def network_pass(length: int, vocab: int, seed: int) -> torch.Tensor:
+    """(length, V) a made-up network's normalized distribution at each position."""
+    return torch.softmax(torch.randn(length, vocab, generator=torch.Generator().manual_seed(seed)).double() * 2, 1)
+
+
+def network_scores(network: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """Per-target NLL of tokens[1:] and the context-only statistics (entropy, top probability)."""
+    n = tokens.numel() - 1
+    nll = -network[:n].gather(1, tokens[1:].unsqueeze(1))[:, 0].log()
+    stats = {"entropy": -(network[:n] * network[:n].log()).sum(1).float(), "top_prob": network[:n].max(1).values.float()}
+    return nll, stats  # float64, so that the network part sums to 1 as exactly as the rest
+
+
+@pytest.fixture
+def gate_record(monkeypatch):
+    """Every TokenGate.mix call's per-position weights and the gate parameters it used."""
+    calls, mix = [], tg.TokenGate.mix
+
+    def recording_mix(self, logprobs, features):
+        calls.append((torch.softmax(features @ self.gate, 1).detach().clone(), self.gate.detach().clone()))
+        return mix(self, logprobs, features)
+
+    monkeypatch.setattr(tg.TokenGate, "mix", recording_mix)
+    return calls
+
+
+@pytest.mark.parametrize("experts", ["sharp", "hashed"])
+def test_gated_mixture_over_all_candidates_sums_to_one_and_the_gate_ignores_the_target(experts, gate_record):
+    h = sharp_config(dc_experts=experts, dc_local_reset="doc")
+    tokens, chunk_tokens = make_stream(230, h.vocab_size, seed=15), 64
+    network = network_pass(tokens.numel(), h.vocab_size, seed=16)
+    full_nll, full_stats = network_scores(network, tokens)
+    reference, _ = tg.mix_logprobs(tokens, full_nll, h, chunk_tokens, full_stats)
+    bos_target = next(i for i in range(100, 229) if tokens[i] == BOS)
+    for i in (0, 5, 63, 64, 130, bos_target, 228):  # chunk starts and ends, a first target of a document
+        start = i - i % chunk_tokens
+        clock = tg.DualClock(h, h.vocab_size, "cpu")
+        for chunk_start, chunk_end in tg.chunk_bounds(start, chunk_tokens):
+            clock.mix_chunk(tokens, chunk_start, chunk_end, full_nll[chunk_start:chunk_end],
+                            {k: v[chunk_start:chunk_end] for k, v in full_stats.items()})
+        probabilities, weights = [], []
+        for candidate in range(h.vocab_size):  # the stream up to i, then each candidate for i + 1
+            stream = torch.cat([tokens[:i + 1], torch.tensor([candidate])])
+            nll, stats = network_scores(network, stream)
+            branch = copy.deepcopy(clock)
+            _, mixed = branch.mix_chunk(stream, start, i + 1, nll[start:], {k: v[start:] for k, v in stats.items()})
+            probabilities.append(mixed[-1].exp().item())
+            weights.append(gate_record[-1][0][-1])
+        assert abs(sum(probabilities) - 1) < 1e-12
+        assert math.log(probabilities[int(tokens[i + 1])]) == pytest.approx(reference[i].item(), abs=1e-12)
+        assert all(torch.equal(w, weights[0]) for w in weights)  # the weights never see the target
+
+
+def test_gate_and_escapes_for_a_chunk_learn_only_from_earlier_chunks(gate_record):
+    h = sharp_config()
+    tokens, chunk_tokens = make_stream(300, h.vocab_size, seed=17), 60
+    nll, stats = network_scores(network_pass(300, h.vocab_size, seed=18), tokens)
+    mixed, _ = tg.mix_logprobs(tokens, nll, h, chunk_tokens, stats)
+    experts = tg.ppm_logprobs(tokens, h, chunk_tokens)
+    gates = [gate for _, gate in gate_record]
+    assert not torch.equal(gates[0], gates[-1])  # the gate does learn
+    for first_changed in (61, 120, 200):  # a token inside chunk 1, the first target of chunk 2, ...
+        changed = tokens.clone()
+        changed[first_changed:] = make_stream(300 - first_changed, h.vocab_size, seed=first_changed)
+        changed_nll, changed_stats = nll.clone(), {k: v.clone() for k, v in stats.items()}
+        changed_nll[first_changed - 1:] = torch.rand(300 - first_changed) * 6
+        changed_stats["entropy"][first_changed - 1:] = torch.rand(300 - first_changed)
+        gate_record.clear()
+        kept = first_changed - 1  # targets i < first_changed - 1 read only tokens[:first_changed]
+        assert torch.equal(tg.mix_logprobs(changed, changed_nll, h, chunk_tokens, changed_stats)[0][:kept], mixed[:kept])
+        assert torch.equal(tg.ppm_logprobs(changed, h, chunk_tokens)[:kept], experts[:kept])
+        for chunk in range(kept // chunk_tokens + 1):  # every chunk up to the changed one: the same gate
+            assert torch.equal(gate_record[chunk][1], gates[chunk])
+
+
+def test_sharp_hook_matches_mix_logprobs_and_logs_each_bpb():
+    h = sharp_config()
+    tokens = make_stream(150, h.vocab_size, seed=19)
+    neural_nll, stats = network_scores(network_pass(150, h.vocab_size, seed=20), tokens)
+    target_bytes = torch.randint(1, 5, (149,)).double()
+    clock = tg.DualClock(h, h.vocab_size, "cpu")
+    for start, end in tg.chunk_bounds(149, 40):
+        clock.on_chunk(SimpleNamespace(tokens=tokens, target_start=start, target_end=end,
+                                       nll=neural_nll[start:end], entropy=stats["entropy"][start:end],
+                                       top_prob=stats["top_prob"][start:end], target_bytes=target_bytes[start:end]))
+    fields = clock.log_fields()
+    mixed, mixer = tg.mix_logprobs(tokens, neural_nll, h, 40, stats)
+    experts = tg.ppm_logprobs(tokens, h, 40)
+    bits = lambda nats: nats / math.log(2) / target_bytes.sum().item()
+    assert fields["mixed_bpb"] == pytest.approx(bits(-mixed.sum().item()), abs=1e-7)
+    assert fields["global_bpb"] == pytest.approx(bits(-experts[:, 0].sum().item()), abs=1e-7)
+    assert fields["local_bpb"] == pytest.approx(bits(-experts[:, 1].sum().item()), abs=1e-7)
+    assert fields["mixer_weights"] == ",".join(f"{w:.5f}" for w in mixer.weights.tolist())
+    assert abs(mixer.weights.sum().item() - 1) < 1e-12 and clock.peak_table_bytes > 0
+
+
+def test_document_expert_keeps_only_the_document_that_continues():
+    h = sharp_config(dc_sharp_orders=1, dc_gate_steps=0)
+    experts = tg.SharpExperts(h, h.vocab_size, torch.device("cpu"))
+    local = experts.counts[1]
+    tokens = torch.tensor([BOS, 5, BOS, 6, BOS, 8, 9, BOS, 11])
+    experts.score_and_update(tokens, 0, 4)  # two documents; the last target is the BOS that ends the second
+    assert local.pairs.size == local.contexts.size == 0
+    experts.score_and_update(tokens, 4, 6)  # the third document goes on after the chunk
+    assert local.pairs.size == 4 and local.contexts.size == 3  # (8|BOS), (9|8) at orders 0, 1
+    experts.score_and_update(tokens, 6, 7)  # one target, the BOS that ends it
+    assert local.pairs.size == local.contexts.size == 0

@@ -1,0 +1,132 @@
+"""Quality, speed and memory of every DualClock mixture on one stored network pass (issue 5).
+
+Why: a mixer is only worth its evaluation seconds if it beats the network alone on the same
+targets. This replays one network pass (bench/network_pass.py, or EVAL_DUMP_PATH from a real
+run) through each configuration by the code evaluation runs (DualClock.on_chunk, ppm_logprobs)
+and prints ONE markdown table: BPB and its change against the network alone, each expert's
+own BPB, the PPM pass's throughput (the experts alone, as ppm_logprobs runs them, side by side
+with the published pass), the whole hook's time, the table memory per token of stream and its
+projection to the 40,540,160-token FineWeb validation stream, and a byte-level PPMd order-16
+anchor (7-Zip) on the same validation text.
+
+    python bench/bench_mixture.py --pass bench/out/network_pass.pt
+
+One thread (the CPU is shared); timings are wall-clock on this machine and noisy.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch._dynamo  # noqa: F401  (Adam imports it on first use: keep that second out of the timings)
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+import train_gpt as tg  # noqa: E402
+
+VALIDATION_TOKENS = 40_540_160
+CHUNK_TOKENS = 32768  # TTT_CHUNK_TOKENS: the hook sees the stream chunk by chunk
+PUBLISHED = {"DC_EXPERTS": "hashed", "DC_MIXER": "fixed_share", "DC_HASH": "legacy", "DC_LOCAL_RESET": "chunk"}
+CORRECTED = {"DC_EXPERTS": "hashed", "DC_MIXER": "fixed_share", "DC_HASH": "mixed", "DC_LOCAL_RESET": "doc"}
+CONFIGURATIONS = [  # (row name, environment); the defaults are the last group's first row
+    ("published DualClock (SPEC §7)", PUBLISHED),
+    ("corrected hashed experts (issue 3)", CORRECTED),
+    ("sharp experts alone, fixed-share mixer", {"DC_EXPERTS": "sharp", "DC_MIXER": "fixed_share"}),
+    ("per-token gate alone, corrected hashed experts", {**CORRECTED, "DC_MIXER": "gate"}),
+    ("sharp experts + gate (defaults)", {}),
+    ("sharp experts + gate, DC_SHARP_ORDERS=4", {"DC_SHARP_ORDERS": "4"}),
+    ("sharp experts + gate, DC_SHARP_ORDERS=8", {"DC_SHARP_ORDERS": "8"}),
+]
+
+
+def bits_per_byte(nats: float, total_bytes: float) -> float:
+    return nats / math.log(2) / total_bytes
+
+
+def projected_bytes(bank) -> float:
+    """Table bytes for the FineWeb validation stream: sharp global tables grow with the stream
+    (entries per token measured here, power-of-two capacity at most TABLE_MAX_LOAD full); the
+    document tables hold one document and the hashed tables have a fixed size."""
+    if not isinstance(bank, tg.SharpExperts):
+        return bank.table_bytes()
+    total = sum(t.nbytes() for t in (bank.counts[1].pairs, bank.counts[1].contexts))
+    for table in (bank.counts[0].pairs, bank.counts[0].contexts):
+        entries = table.size / (bank.next_start + 1) * VALIDATION_TOKENS
+        total += 2 ** math.ceil(math.log2(entries / tg.TABLE_MAX_LOAD)) * (8 + 4 * table.width)
+    return total
+
+
+def run_configuration(env: dict, network: dict) -> dict:
+    h = tg.Hyperparameters.from_env(env)
+    tokens = network["tokens"]
+    began = time.perf_counter()
+    tg.ppm_logprobs(tokens, h, CHUNK_TOKENS)
+    ppm_seconds = time.perf_counter() - began
+    clock = tg.DualClock(h, h.vocab_size, "cpu")
+    began = time.perf_counter()
+    for start, end in tg.chunk_bounds(tokens.numel() - 1, CHUNK_TOKENS):
+        clock.on_chunk(tg.ChunkScores(tokens, start, end, *(network[k][start:end] for k in
+                                                            ("nll", "entropy", "top_prob", "target_bytes"))))
+    fields = clock.log_fields()
+    return dict(fields, ppm_tokens_per_s=tokens.numel() / ppm_seconds, hook_seconds=time.perf_counter() - began,
+                bytes_per_token=clock.peak_table_bytes / tokens.numel(), projected_gib=projected_bytes(clock.bank) / 2**30)
+
+
+def ppmd_bits_per_byte(tokens: torch.Tensor, tokenizer_path: Path) -> tuple[float | None, str]:
+    """7-Zip's PPMd, order 16, on the decoded validation text (documents concatenated)."""
+    if shutil.which("7z") is None:
+        return None, "7z not found (apt-get install p7zip-full): row skipped"
+    import sentencepiece as spm
+
+    processor = spm.SentencePieceProcessor(model_file=str(tokenizer_path))
+    ids = tokens.tolist()
+    starts = [i for i, t in enumerate(ids) if t == tg.BOS_ID] + [len(ids)]
+    text = "".join(processor.decode(ids[a + 1:b]) for a, b in zip(starts, starts[1:])).encode("utf-8")
+    with tempfile.TemporaryDirectory() as folder:
+        source, archive = Path(folder) / "text.txt", Path(folder) / "out.7z"
+        source.write_bytes(text)
+        subprocess.run(["7z", "a", "-m0=PPMd:o=16:mem=1g", str(archive), str(source)], check=True,
+                       stdout=subprocess.DEVNULL)
+        return 8 * archive.stat().st_size / len(text), f"{len(text):,} bytes of text"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pass", dest="network_pass", type=Path, default=ROOT / "bench/out/network_pass.pt")
+    parser.add_argument("--tokenizer", type=Path, default=ROOT / "bench/out/data/tokenizers/stdlib_src_8192_bpe.model")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    network = torch.load(args.network_pass)
+    total_bytes = network["target_bytes"].sum().item()
+    neural = bits_per_byte(network["nll"].double().sum().item(), total_bytes)
+    results = [(name, env, run_configuration(env, network)) for name, env in CONFIGURATIONS]
+    ppmd, ppmd_note = ppmd_bits_per_byte(network["tokens"], args.tokenizer)
+
+    print(f"Network pass `{args.network_pass.name}`: {network['tokens'].numel():,} tokens, {total_bytes:,.0f} "
+          f"bytes, chunks of {CHUNK_TOKENS}; one CPU thread; projection to {VALIDATION_TOKENS:,} tokens.\n")
+    print("| configuration | BPB | Δ BPB | Δ % | global alone | local alone | PPM pass tok/s | hook s "
+          "| table B/token | 40.5 M projection GiB |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    print(f"| neural only | {neural:.4f} | 0 | 0 | | | | | | |")
+    for name, env, r in results:
+        delta = r["mixed_bpb"] - neural
+        settings = " ".join(f"{k}={v}" for k, v in env.items()) or "defaults"
+        print(f"| {name} (`{settings}`) | {r['mixed_bpb']:.4f} | {delta:+.4f} | {100 * delta / neural:+.1f} "
+              f"| {r['global_bpb']:.4f} | {r['local_bpb']:.4f} | {r['ppm_tokens_per_s']:,.0f} | {r['hook_seconds']:.1f} "
+              f"| {r['bytes_per_token']:.0f} | {r['projected_gib']:.2f} |")
+    if ppmd is None:
+        print(f"| byte-level PPMd order 16 (7-Zip) | {ppmd_note} | | | | | | | | |")
+    else:
+        print(f"| byte-level PPMd order 16 (7-Zip; {ppmd_note}) | {ppmd:.4f} | {ppmd - neural:+.4f} "
+              f"| {100 * (ppmd - neural) / neural:+.1f} | | | | | | |")
+
+
+if __name__ == "__main__":
+    main()
