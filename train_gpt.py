@@ -1530,11 +1530,10 @@ def evaluate_ttt(model: GPT, tokens: Tensor, tables: ByteTables, h: Hyperparamet
 
 # -----------------------------------------------------------------------------
 # DUALCLOCK
-# Two causal PPM experts, global (never reset) and local (reset per chunk or per document),
-# mixed with the network during score-first evaluation: the published hashed experts and fixed-
-# share mixer (SPEC §7), or sharp experts and a per-token gate (issue 5). Each expert is an exact
-# distribution over all V ids; a chunk is scored in parallel and a prefix-rank counter makes that
-# equal to a token-by-token update; tables, escapes and gate learn only after scoring.
+# Causal PPM experts, global and local (per chunk or document), mixed with the network during
+# score-first evaluation: published hashed experts + fixed-share mixer (SPEC §7), or sharp experts
+# + a per-token gate (issue 5). Each expert is an exact distribution over all V ids; a chunk is
+# scored in parallel exactly as token by token would; tables, escapes and gate learn after scoring.
 # -----------------------------------------------------------------------------
 
 HASH_MASK = (1 << 63) - 1

@@ -43,6 +43,7 @@ CONFIGURATIONS = [  # (row name, environment); the defaults are the last group's
     ("sharp experts + gate (defaults)", {}),
     ("sharp experts + gate, DC_SHARP_ORDERS=4", {"DC_SHARP_ORDERS": "4"}),
     ("sharp experts + gate, DC_SHARP_ORDERS=8", {"DC_SHARP_ORDERS": "8"}),
+    ("sharp experts + gate, DC_GATE_STEPS=3", {"DC_GATE_STEPS": "3"}),
 ]
 
 
