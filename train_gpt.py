@@ -1942,13 +1942,17 @@ class CountTable:
             slot = shift_right(keys * GOLDEN, 65 - self.keys.numel().bit_length())
         found = torch.zeros_like(keys, dtype=torch.bool)
         index = torch.arange(keys.numel(), device=keys.device)
-        while index.numel():
-            probe = slot.index_select(0, index)
-            occupant = self.keys.index_select(0, probe)
-            hit = occupant == keys.index_select(0, index)
-            found.index_fill_(0, index[hit], True)
-            index = index[~hit & (occupant >= 0)]  # occupied by another key: try the next slot
-            slot.index_copy_(0, index, (slot.index_select(0, index) + 1) & mask)
+        while index.numel():  # a round reads 1 slot per key, 16 once few keys are left (fewer rounds)
+            steps = torch.arange(16 if index.numel() < 4096 else 1, device=keys.device)
+            window = (slot.index_select(0, index).unsqueeze(1) + steps) & mask  # (keys left, slots)
+            occupant = self.keys.index_select(0, window.view(-1)).view(window.shape)
+            hit = occupant == keys.index_select(0, index).unsqueeze(1)
+            stop = hit | (occupant < 0)  # the key, or an empty slot: the key is absent
+            first = stop.int().argmax(1, keepdim=True)  # 0 where no slot stops the probe
+            slot.index_copy_(0, index, window.gather(1, first).squeeze(1))
+            found.index_copy_(0, index, hit.gather(1, first).squeeze(1))
+            index = index[~stop.any(1)]
+            slot.index_copy_(0, index, (slot.index_select(0, index) + len(steps)) & mask)
         return slot, found
 
     def read(self, keys: Tensor) -> tuple[list[Tensor], tuple]:
