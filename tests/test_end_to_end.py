@@ -117,3 +117,20 @@ def test_packed_copy_trains_and_scores_exactly_like_the_source(tiny_env, tmp_pat
     assert figures["packed"][0] == figures["source"][0]
     assert figures["packed"][2] == figures["source"][2]
     assert figures["packed"][1] == figures["source"][1] == packed.stat().st_size
+
+
+@pytest.mark.parametrize("mode", [{}, {"DC_EXPERTS": "hashed", "DC_MIXER": "fixed_share", "DC_HASH": "legacy",
+                                       "DC_LOCAL_RESET": "chunk"}])
+def test_dualclock_on_two_ranks_equals_one_rank(two_rank_run, mode):
+    env, work, _ = two_rank_run
+    figures = {}
+    for nproc in (2, 1):
+        run_env = dict(env, **mode, EVAL_ONLY="1", DC_ENABLED="1", SLIDING_WINDOW_ENABLED="0",
+                       RUN_ID=f"dc_{nproc}_{len(mode)}")
+        out = torchrun(run_env, nproc, work)
+        assert out.returncode == 0, out.stderr[-4000:]
+        records = read_log(work / "logs" / f"dc_{nproc}_{len(mode)}.txt")
+        line = [r for r in records if r.get("event") == "dualclock"][-1]
+        figures[nproc] = (line["neural_bpb"], line["global_bpb"], line["local_bpb"], line["mixed_bpb"])
+        assert last(records, "val_bpb", {"event": "final"}) == line["mixed_bpb"]
+    assert figures[2] == pytest.approx(figures[1], rel=2e-5)
