@@ -30,7 +30,6 @@ import math
 import os
 import platform
 import struct
-import sys
 import time
 import uuid
 from dataclasses import dataclass, field, fields
