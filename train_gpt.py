@@ -163,7 +163,8 @@ class Hyperparameters:
     dc_experts: str = "sharp"  # hashed: the published buckets (DC_HASH..); sharp: exact contexts, learned escapes
     dc_sharp_orders: int = 6  # sharp experts: contexts of 0..N tokens (both experts)
     dc_mixer: str = "gate"  # fixed_share (published, per chunk) | gate: per-token weights learned score-first
-    dc_gate_steps: int = 20  # Adam steps per scored chunk for the gate and the sharp escapes
+    dc_gate_steps: int = 20  # Adam steps per scored chunk for the gate
+    dc_escape_steps: int = 3  # Adam steps per scored chunk for the sharp experts' escapes
     dc_gate_lr: float = 0.1  # their Adam learning rate
     dc_gate_sample_tokens: int = 4096  # positions of the chunk drawn for those steps
 
@@ -199,6 +200,7 @@ class Hyperparameters:
             (self.dc_local_reset in ("chunk", "doc", "none"), "DC_LOCAL_RESET must be chunk, doc or none"),
             (self.dc_experts in ("hashed", "sharp"), "DC_EXPERTS must be hashed or sharp"),
             (self.dc_mixer in ("fixed_share", "gate"), "DC_MIXER must be fixed_share or gate"),
+            (1 <= self.dc_sharp_orders <= 16, "DC_SHARP_ORDERS must be in 1..16"),
             (all(b > 0 and b & (b - 1) == 0 for b in (self.dc_buckets_g, self.dc_buckets_l)),
              "DC_BUCKETS_G and DC_BUCKETS_L must be powers of two"),
             (len(self.dc_prior) == 3 and abs(sum(self.dc_prior) - 1) < 1e-6, "DC_PRIOR must be 3 weights summing to 1"),
@@ -968,8 +970,7 @@ def collect_hessians(model: nn.Module, batches: Iterator[Tensor], runtime: Runti
     for name, module in model.named_modules():
         if isinstance(module, nn.Linear):
             key = f"{name}.weight"
-            handles.append(module.register_forward_hook(
-                lambda _m, inputs, _out, key=key: accumulate(key, inputs[0])))
+            handles.append(module.register_forward_hook(lambda _m, inputs, _out, key=key: accumulate(key, inputs[0])))
     if hasattr(model, "final_norm"):
         handles.append(model.final_norm.register_forward_hook(
             lambda _m, _inputs, output: accumulate(EMBEDDING_KEY, output)))
@@ -1080,11 +1081,9 @@ def quantize_state_dict(state_dict: Mapping[str, Tensor], hessians: Mapping[str,
                              f"nn.Linear and model.final_norm for {EMBEDDING_KEY})")
         else:
             is_embedding = name == EMBEDDING_KEY
-            ints, scale = gptq_quantize(
-                tensor, hessians[name],
-                bits=h.embed_bits if is_embedding else h.matrix_bits,
-                clip_sigmas=h.embed_clip_sigmas if is_embedding else h.matrix_clip_sigmas,
-                block_size=h.gptq_block_size, damp=h.gptq_damp)
+            ints, scale = gptq_quantize(tensor, hessians[name], bits=h.embed_bits if is_embedding else h.matrix_bits,
+                                        clip_sigmas=h.embed_clip_sigmas if is_embedding else h.matrix_clip_sigmas,
+                                        block_size=h.gptq_block_size, damp=h.gptq_damp)
             quantized[name] = {"kind": "int", "q": ints.cpu(), "scale": scale.cpu()}
     return quantized
 
@@ -1557,9 +1556,8 @@ def local_reset_mode(h: Hyperparameters) -> str:
 
 
 def context_hashes(tokens: Tensor, start: int, end: int, max_order: int) -> list[Tensor]:
-    """The published hash of each target's order-k context, for k = 1..max_order.
-
-    Targets i in [start, end) predict tokens[i+1]; the order-k context is tokens[i+1-k..i],
+    """The published hash of each target's order-k context, for k = 1..max_order: targets i in
+    [start, end) predict tokens[i+1]; the order-k context is tokens[i+1-k..i],
     oldest first, tokens before the stream start read as 0. int64 wraps like the published
     code. Returns max_order tensors (end-start,) in [0, 2^63). One step per order: a target's
     order-k state is the previous target's order-(k-1) state extended by one token."""
@@ -1592,8 +1590,7 @@ def stable_sort(values: Tensor, bound: int) -> tuple[Tensor, Tensor]:
     return torch.sort(values, stable=True)
 
 
-def ranks_within_runs(sorted_values: Tensor, order: Tensor, segment_ids: Tensor | None,
-                      position: Tensor) -> Tensor:
+def ranks_within_runs(sorted_values: Tensor, order: Tensor, segment_ids: Tensor | None, position: Tensor) -> Tensor:
     """Prefix-rank counter: for each position, how many earlier positions hold the same value
     (and, if given, the same segment id), from a stable sort. Segment ids never decrease, so
     the sort by value alone also orders each run of equal values by segment. position: arange(n)."""
@@ -1838,10 +1835,8 @@ class ExpertBank:
         dtype = torch.float32 if h.dc_hash == "legacy" else torch.float64
         shared = dict(vocab_size=vocab_size, eps=h.dc_eps_uni, dtype=dtype, device=device)
         self.unigram = RunningUnigram(vocab_size, device)
-        self.experts = [
-            PPMExpert("global", h.dc_order_g, h.dc_buckets_g, h.dc_alpha_g, "none", **shared),
-            PPMExpert("local", h.dc_order_l, h.dc_buckets_l, h.dc_alpha_l, local_reset_mode(h), **shared),
-        ]
+        self.experts = [PPMExpert("global", h.dc_order_g, h.dc_buckets_g, h.dc_alpha_g, "none", **shared),
+                        PPMExpert("local", h.dc_order_l, h.dc_buckets_l, h.dc_alpha_l, local_reset_mode(h), **shared)]
         self.chunk_index, self.next_start, self.bos_before = 0, 0, 0
 
     def view(self, tokens: Tensor, start: int, end: int) -> ChunkView:
@@ -1904,14 +1899,16 @@ class FixedShareMixer:
 
 
 # Sharp experts (issue 5): contexts told apart by ids of 50 bits, not 2,048 buckets; escapes from
-# the number of distinct continuations, their parameters learned score-first. A pair's key is
-# (context id)·V + token, so contexts sharing an id share all their counts: each expert stays an
-# exact distribution over the V ids whatever collides (about one merged pair of contexts per
-# order on the 40.5 M-token stream).
+# the number of distinct continuations, their parameters learned score-first. A pair's key is a
+# one-to-one mix of (context id)·V + token, so contexts sharing an id share all their counts:
+# each expert stays an exact distribution over the V ids whatever collides (about one merged
+# pair of contexts per order on the 40.5 M-token stream).
 
 GOLDEN = _as_int64(0x9E3779B97F4A7C15)
 SPLITMIX = (_as_int64(0xBF58476D1CE4E5B9), _as_int64(0x94D049BB133111EB))
 TABLE_MAX_LOAD = 0.75
+EMPTY = -1 << 63  # the one key value a table slot cannot hold
+PROBE_WINDOW = 32  # slots a key reads per probing round once few keys are left
 
 
 def shift_right(x: Tensor, bits: int) -> Tensor:
@@ -1925,96 +1922,112 @@ def finalize(x: Tensor) -> Tensor:
     return x ^ shift_right(x, 31)
 
 
-class CountTable:
-    """int64 keys (>= 0) -> `width` int32 counts: open addressing with linear probing, at most 3/4
-    full (doubled when needed); the distinct keys of a chunk are probed together, in rounds."""
+def pack(values: Tensor) -> Tensor:  # (m, 2) counts below 2^31 -> (m,) first + second·2^32: sums stay packed
+    return values[:, 0] + (values[:, 1] << 32)
 
-    def __init__(self, width: int, device: torch.device, capacity: int = 1 << 12):
-        self.width, self.device, self.size = width, device, 0
-        self.keys = torch.full((capacity,), -1, dtype=torch.long, device=device)
-        self.values = [torch.zeros(capacity, dtype=torch.int32, device=device) for _ in range(width)]
 
-    def locate(self, keys: Tensor, slot: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """(slot, found) of distinct keys: the key's slot, or the empty slot its probe ends on."""
-        mask = self.keys.numel() - 1
-        if slot is None:
-            slot = shift_right(keys * GOLDEN, 65 - self.keys.numel().bit_length())
-        found = torch.zeros_like(keys, dtype=torch.bool)
-        index = torch.arange(keys.numel(), device=keys.device)
-        while index.numel():  # a round reads 1 slot per key, 16 once few keys are left (fewer rounds)
-            steps = torch.arange(16 if index.numel() < 4096 else 1, device=keys.device)
-            window = (slot.index_select(0, index).unsqueeze(1) + steps) & mask  # (keys left, slots)
-            occupant = self.keys.index_select(0, window.view(-1)).view(window.shape)
-            hit = occupant == keys.index_select(0, index).unsqueeze(1)
-            stop = hit | (occupant < 0)  # the key, or an empty slot: the key is absent
-            first = stop.int().argmax(1, keepdim=True)  # 0 where no slot stops the probe
-            slot.index_copy_(0, index, window.gather(1, first).squeeze(1))
-            found.index_copy_(0, index, hit.gather(1, first).squeeze(1))
-            index = index[~stop.any(1)]
-            slot.index_copy_(0, index, (slot.index_select(0, index) + len(steps)) & mask)
-        return slot, found
+def unpack(packed: Tensor) -> Tensor:
+    return torch.stack([packed & 0xFFFFFFFF, packed >> 32], 1)
 
-    def read(self, keys: Tensor) -> tuple[list[Tensor], tuple]:
-        """Counts of distinct keys (0 where absent) and their places, for add()."""
-        slot, found = self.locate(keys)
-        new = keys.numel() - int(found.sum())
-        if self.size + new > TABLE_MAX_LOAD * self.keys.numel():
-            self._grow(self.size + new)
-            slot, found = self.locate(keys)
-        return [torch.where(found, v.index_select(0, slot), 0) for v in self.values], (slot, found)
 
-    def add(self, keys: Tensor, values: list[Tensor], place: tuple) -> None:
-        slot, found = place
-        new = (~found).nonzero().squeeze(1)
-        if new.numel():
-            slot = slot.index_copy(0, new, self._claim(keys[new], slot[new]))
-            self.size += new.numel()
-        for column, value in zip(self.values, values):
-            column.scatter_add_(0, slot, value.to(torch.int32))
+class PairTable:
+    """Both sharp experts' counts. Global: mixed int64 keys (any but EMPTY) -> two packed counts,
+    linear probing from the key's top bits (sorted keys read the table in order), at most
+    TABLE_MAX_LOAD full; a chunk's distinct keys probe together, one slot a round while many are
+    left, PROBE_WINDOW once few are; an absent key takes the first empty slot it meets. The open
+    document's: a sparse set over the same slots (document_index[slot] points into
+    document_slots / document_values, valid where they agree), emptied in O(1)."""
 
-    def _claim(self, keys: Tensor, slot: Tensor) -> Tensor:
-        """Write absent distinct keys at the empty slots found; where several keys wrote one slot,
-        one won (any: the counts do not depend on which) and the others probe on."""
-        self.keys.scatter_(0, slot, keys)
-        index = (self.keys.index_select(0, slot) != keys).nonzero().squeeze(1)
-        while index.numel():
-            wanted, after = keys.index_select(0, index), slot.index_select(0, index) + 1
-            probe = self.locate(wanted, after & (self.keys.numel() - 1))[0]
-            slot.index_copy_(0, index, probe)
-            self.keys.index_copy_(0, probe, wanted)
-            index = index[self.keys.index_select(0, probe) != wanted]
-        return slot
+    def __init__(self, device: torch.device, capacity: int = 1 << 12):
+        self.device, self.size = device, 0
+        self.keys = torch.full((capacity,), EMPTY, dtype=torch.long, device=device)
+        self.values = torch.zeros(capacity, dtype=torch.long, device=device)
+        self.document_index = torch.zeros(capacity, dtype=torch.int32, device=device)
+        self.clear_document()
+
+    def find(self, keys: Tensor) -> tuple[Tensor, Tensor]:
+        """(slot, (len(keys), 2) counts) of distinct keys; an absent key is inserted with counts 0."""
+        if self.size + keys.numel() > TABLE_MAX_LOAD * self.keys.numel():
+            self._grow(self.size + keys.numel())
+        mask, slot = self.keys.numel() - 1, shift_right(keys, 65 - self.keys.numel().bit_length())  # top bits
+        probing, wanted, at = torch.arange(keys.numel(), device=keys.device), keys, slot.clone()
+        while probing.numel():
+            if probing.numel() > PROBE_WINDOW ** 2:  # read one slot
+                occupant = self.keys.index_select(0, at)
+            else:  # read PROBE_WINDOW slots; go to the first that holds the key or is empty, else the last
+                window = (at.unsqueeze(1) + torch.arange(PROBE_WINDOW, device=at.device)) & mask
+                occupant = self.keys.index_select(0, window.view(-1)).view(window.shape)
+                stop = (occupant == wanted.unsqueeze(1)) | (occupant == EMPTY)
+                first = torch.where(stop.any(1, keepdim=True), stop.int().argmax(1, keepdim=True), PROBE_WINDOW - 1)
+                at, occupant = window.gather(1, first).squeeze(1), occupant.gather(1, first).squeeze(1)
+            empty = occupant == EMPTY
+            self.keys.scatter_(0, at, torch.where(empty, wanted, occupant))  # one writer wins a slot
+            done = self.keys.index_select(0, at) == wanted
+            self.size += int((done & empty).sum())
+            slot.scatter_(0, probing, at)
+            going = (~done).nonzero().squeeze(1)
+            probing, wanted, at = probing[going], wanted[going], (at[going] + 1) & mask
+        return slot, unpack(self.values.index_select(0, slot))
+
+    def add(self, slot: Tensor, values: Tensor) -> None:
+        """values (len(slot), 2) int64 >= 0 added to the counts at distinct slots from find()."""
+        self.values.scatter_add_(0, slot, pack(values))
+
+    def _document_place(self, slot: Tensor) -> tuple[Tensor, Tensor]:
+        index = self.document_index.index_select(0, slot).long().clamp_max(self.document_slots.numel() - 1)
+        return index, self.document_slots.index_select(0, index) == slot
+
+    def document_counts(self, slot: Tensor) -> Tensor:
+        """(len(slot), 2) the open document's counts at distinct slots (0 where it has none)."""
+        index, valid = self._document_place(slot)
+        return unpack(self.document_values.index_select(0, index) * valid)
+
+    def document_add(self, slot: Tensor, values: Tensor) -> None:
+        index, valid = self._document_place(slot)
+        packed, new = pack(values), (~valid).nonzero().squeeze(1)
+        self.document_values.index_add_(0, index[valid], packed[valid])
+        fresh = torch.arange(new.numel(), device=slot.device, dtype=torch.int32) + self.document_slots.numel()
+        self.document_index.index_copy_(0, slot[new], fresh)
+        self.document_slots = torch.cat([self.document_slots, slot[new]])
+        self.document_values = torch.cat([self.document_values, packed[new]])
+
+    def clear_document(self) -> None:
+        """Entry 0 is a sentinel no slot matches: a stale index lands on it or on a wrong slot."""
+        self.document_slots = torch.full((1,), -1, dtype=torch.long, device=self.device)
+        self.document_values = torch.zeros(1, dtype=torch.long, device=self.device)
 
     def _grow(self, needed: int) -> None:
         capacity = self.keys.numel()
         while needed > TABLE_MAX_LOAD * capacity:
             capacity *= 2
-        used = (self.keys >= 0).nonzero().squeeze(1)
-        keys, values = self.keys[used], [v[used] for v in self.values]
-        self.__init__(self.width, self.device, capacity)
-        self.size, slot = keys.numel(), self._claim(keys, self.locate(keys)[0])
-        for column, value in zip(self.values, values):
-            column.scatter_(0, slot, value)
+        used = (self.keys != EMPTY).nonzero().squeeze(1)
+        keys, values = self.keys.index_select(0, used), self.values.index_select(0, used)
+        document = self.document_slots, self.document_values
+        moved = torch.full_like(self.keys, -1)
+        self.__init__(self.device, capacity)
+        slot = self.find(keys)[0]
+        self.values.index_copy_(0, slot, values)
+        moved.index_copy_(0, used, slot)  # old slot -> new slot, for the document's entries
+        self.document_add(moved.index_select(0, document[0][1:]), unpack(document[1][1:]))
 
     def nbytes(self) -> int:
-        return self.keys.numel() * (8 + 4 * self.width)
+        return self.keys.numel() * 20 + self.document_slots.numel() * 16  # keys, counts, index; document
 
 
 class Runs:
-    """A chunk's positions grouped by equal key (split where the document changes, for a document
-    expert), each run in stream order, from one stable sort: a position's count of earlier
-    same-key positions is its rank in its run (the prefix-rank counter)."""
+    """Equal keys of a chunk grouped into runs, each in stream order, from one stable sort (and
+    split where `segments` change, for a document expert). A key's count of earlier equal keys
+    is its rank in its run: the prefix-rank counter of SPEC §7.2."""
 
     def __init__(self, sorted_keys: Tensor, order: Tensor, starts: Tensor):
         self.sorted_keys, self.order, self.starts = sorted_keys, order, starts
-        position = torch.arange(order.numel(), device=order.device)
-        self.run_start = torch.where(starts, position, 0).cummax(0).values  # sorted order
-        run_sorted = starts.long().cumsum(0) - 1
-        self.run_of = torch.empty_like(run_sorted).scatter_(0, order, run_sorted)
-        self.rank = torch.empty_like(run_sorted).scatter_(0, order, position - self.run_start)
-        self.unique, self.first = sorted_keys[starts], order[starts]  # per run: key, first position
-        starts_at = position[starts]
-        self.length = torch.diff(starts_at, append=starts_at.new_tensor([order.numel()]))
+        self.run_sorted = starts.long().cumsum(0) - 1  # the run of each sorted key
+        self.length = torch.bincount(self.run_sorted)
+        self.start = self.length.cumsum(0) - self.length  # sorted index of each run's first key
+        rank = torch.arange(order.numel(), device=order.device) - self.start.index_select(0, self.run_sorted)
+        self.run_of = torch.empty_like(rank).scatter_(0, order, self.run_sorted)  # per key, stream order
+        self.rank = torch.empty_like(rank).scatter_(0, order, rank)
+        self.unique, self.first = sorted_keys.index_select(0, self.start), order.index_select(0, self.start)
 
     @classmethod
     def of(cls, keys: Tensor) -> "Runs":
@@ -2030,72 +2043,111 @@ class Runs:
         starts[1:] |= sorted_segments[1:] != sorted_segments[:-1]
         return Runs(self.sorted_keys, self.order, starts)
 
-    def earlier(self, values: Tensor) -> Tensor:
-        """Per position, the sum of `values` over the earlier positions of its run."""
+    def sums(self, values: Tensor) -> tuple[Tensor, Tensor]:
+        """Per key, the sum of `values` over the earlier keys of its run; per run, its total."""
         sorted_values = values.index_select(0, self.order)
-        exclusive = sorted_values.cumsum(0) - sorted_values
-        exclusive = exclusive - exclusive.index_select(0, self.run_start)
-        return torch.empty_like(exclusive).scatter_(0, self.order, exclusive)
+        inclusive = sorted_values.cumsum(0)
+        before = inclusive.index_select(0, self.start) - sorted_values.index_select(0, self.start)
+        earlier = inclusive - sorted_values - before.index_select(0, self.run_sorted)
+        total = inclusive.index_select(0, self.start + self.length - 1) - before
+        return torch.empty_like(earlier).scatter_(0, self.order, earlier), total
 
 
-class ContextCounts:
-    """One sharp expert's tables: per (context, token) pair its count c, per context its total N
-    and distinct continuations T. A document expert's tables hold the open document only."""
+class ExpertState:  # besides its PairTable counts: its open document's first position and distinct targets
+    def __init__(self, per_document: bool):
+        self.per_document, self.open_document, self.document_start, self.distinct_tokens = per_document, 0, 0, 0
 
-    def __init__(self, per_document: bool, device: torch.device):
-        self.per_document, self.open_document = per_document, -1
-        self.pairs, self.contexts = CountTable(1, device), CountTable(2, device)
 
-    def _read(self, table: CountTable, runs: Runs, documents: Tensor) -> tuple[list[Tensor], tuple]:
-        if not self.per_document:
-            return table.read(runs.unique)
-        visible = (documents.index_select(0, runs.first) == self.open_document).nonzero().squeeze(1)
-        columns, place = table.read(runs.unique[visible])
-        return [torch.zeros_like(runs.unique, dtype=torch.int32).index_copy_(0, visible, c) for c in columns], place
+class ChunkPairs:
+    """Targets [start, end) as both sharp experts read them: the pair keys (K+1, m) of positions
+    first..end-1 (first = start - 1 after the first chunk: counted already, its entries take the
+    continuations of the chunk's first targets) and each position's document (BOS in tokens[:p+1])."""
 
-    def statistics(self, pairs: Runs, contexts: Runs, documents: Tensor) -> tuple[Tensor, tuple]:
-        """(3, m) c, N, T of each position's pair and context before it, and the update's input."""
-        if self.per_document:
-            pairs, contexts = pairs.split(documents), contexts.split(documents)
-        (pair_count,), pair_place = self._read(self.pairs, pairs, documents)
-        (total, distinct), context_place = self._read(self.contexts, contexts, documents)
-        count = pair_count.index_select(0, pairs.run_of) + pairs.rank
-        new = (count == 0).long()  # a continuation its context never had
-        total = total.index_select(0, contexts.run_of) + contexts.rank
-        distinct = distinct.index_select(0, contexts.run_of) + contexts.earlier(new)
-        return torch.stack([count, total, distinct]), (pairs, pair_place, contexts, context_place, new)
+    def __init__(self, keys: Tensor, tokens: Tensor, start: int, end: int, documents_before: int):
+        self.start, self.carried = start, int(start > 0)
+        self.keys, self.runs = keys, Runs.of(keys.view(-1))
+        context = tokens[start - self.carried:end + 1].to(keys.device)
+        is_bos = context == BOS_ID
+        documents = documents_before - int(is_bos[0]) * self.carried + is_bos.long().cumsum(0)
+        self.documents, self.next_document = documents[:-1], int(documents[-1])  # per position; of end
+        self.bos, self.next_is_bos = is_bos[:-1], bool(is_bos[-1])  # contexts that end at a BOS
+        # Position 0's context is no position's pair: a later equal order-1 context gets its count by hand.
+        here = slice(self.carried, None)
+        repeats = (context[:-1] == tokens[0])[here] & (torch.arange(start, end, device=keys.device) > 0)
+        self.repeats_first = {False: repeats, True: repeats & (self.documents[here] == int(tokens[0] == BOS_ID))}
 
-    def update(self, pending: tuple, documents: Tensor, next_document: int) -> None:
-        """Add the chunk's counts; a document expert keeps only the next target's document, whose
-        runs are the ones it read unless that document begins in this chunk."""
-        pairs, pair_place, contexts, context_place, new = pending
-        new_per_run = torch.zeros_like(contexts.unique).scatter_add_(0, contexts.run_of, new)
-        work = [(self.pairs, pairs, [pairs.length], pair_place),
-                (self.contexts, contexts, [contexts.length, new_per_run], context_place)]
-        for table, runs, values, place in work:
-            keys = runs.unique
-            if self.per_document:
-                keep = (documents.index_select(0, runs.first) == next_document).nonzero().squeeze(1)
-                keys, values = keys[keep], [v[keep] for v in values]
-                if next_document != self.open_document:
-                    table.__init__(table.width, table.device, table.keys.numel())
-                    place = table.read(keys)[1]
-            table.add(keys, values, place)
-        self.open_document = next_document
+    def statistics(self, expert: ExpertState, table: PairTable) -> tuple[Tensor, tuple]:
+        """(3, K+1, n) c, N, T of each target's pair and context before it, and the update's input
+        (the global expert goes first: a document run's counts sit at its key's global slot)."""
+        (rows, m), runs, per_document = self.keys.shape, self.runs, expert.per_document
+        if per_document:
+            runs = runs.split(self.documents.repeat(rows))
+            columns = runs.first % m
+            slot = self.slot.index_select(0, self.runs.run_of.index_select(0, runs.first))
+            counted = self.documents.index_select(0, columns) == expert.open_document
+            stored = table.document_counts(slot) * counted.unsqueeze(1)
+            already = counted & (columns < self.carried)  # the carried position's pairs, counted
+        else:
+            slot, stored = table.find(runs.unique)
+            self.slot, columns = slot, runs.first % m
+            already = columns < self.carried
+        count = ((stored[:, 0] - already.long()).index_select(0, runs.run_of) + runs.rank).view(rows, m)
+        new = count == 0
+        continuations = torch.zeros_like(count)  # a new pair (p+1, k+1) continues pair (p, k)
+        continuations[:-1, :-1] = new[1:, 1:] & ~self.bos[1:] if per_document else new[1:, 1:]
+        earlier, added = runs.sums(continuations.view(-1))
+        distinct = (stored[:, 1].index_select(0, runs.run_of) + earlier).view(rows, m)
+        if not self.carried:  # the stream's first position has no position before it
+            count, distinct = F.pad(count, (1, 0)), F.pad(distinct, (1, 0))
+        here, n = slice(self.carried, None), m - self.carried
+        stats = count.new_empty(3, rows, n, dtype=torch.float64)
+        stats[0] = count[:, 1:]
+        for row, value in ((1, count), (2, distinct)):  # N(i, k) = c(i-1, k-1), T likewise, same document
+            stats[row, 1:] = value[:-1, :n] * ~self.bos[here] if per_document else value[:-1, :n]
+            stats[row, 1] += self.repeats_first[per_document]
+        stats[1:, 0] = self.order_zero(expert, new[0, here].long(), self.bos[here] & per_document)
+        return stats, (columns, slot, torch.stack([runs.length - already.long(), added], 1))
+
+    def order_zero(self, expert: ExpertState, new: Tensor, starts: Tensor) -> Tensor:
+        """(2, n) N, T of the empty context: the document's positions and distinct targets so far;
+        the expert's open document then moves on to the next target's."""
+        local = torch.arange(new.numel(), device=new.device)
+        begin = torch.where(starts, local, 0).cummax(0).values  # where the document begins here
+        opened = starts.long().cumsum(0) == 0  # still the open document
+        before = new.cumsum(0) - new
+        distinct = before - before.index_select(0, begin) + expert.distinct_tokens * opened
+        document_start = torch.where(opened, expert.document_start, self.start + begin)
+        if expert.per_document and self.next_is_bos:
+            expert.document_start, expert.distinct_tokens = self.start + new.numel(), 0
+        else:
+            expert.document_start, expert.distinct_tokens = int(document_start[-1]), int(distinct[-1] + new[-1])
+        return torch.stack([self.start + local - document_start, distinct])
+
+    def update(self, expert: ExpertState, table: PairTable, pending: tuple) -> None:
+        """Add the chunk's counts; a document expert keeps only the next target's document."""
+        columns, slot, values = pending
+        if not expert.per_document:
+            return table.add(slot, values)
+        keep = (self.documents.index_select(0, columns) == self.next_document).nonzero().squeeze(1)
+        if self.next_document != expert.open_document:  # the document begins in this chunk
+            table.clear_document()
+        table.document_add(slot.index_select(0, keep), values.index_select(0, keep))
+        expert.open_document = self.next_document
 
 
 def escape_chain(stats: Tensor, escapes: Tensor, base: Tensor) -> Tensor:
-    """q_k(a) = (max(c-d, 0) + ((d+b)·T + e)·q_{k-1}(a)) / (N + b·T + e) for each order k whose context
-    was seen (N > 0; else q_k = q_{k-1}), from q = base. Sums to 1 over a: sum_a max(c-d, 0) = N - d·T.
-    stats (3, K, n) c, N, T; escapes (K, 3) raw: d = sigmoid, b, e = softplus; base (n,)."""
+    """q_k(a) = (max(c-d, 0) + ((d+b)·T + e)·q_{k-1}(a)) / (N + b·T + e) for orders k = 0..K, from
+    q = base; an unseen context (N = c = T = 0) gives q_k = q_{k-1} exactly. Sums to 1 over a:
+    sum_a max(c-d, 0) = N - d·T. stats (3, K+1, n) c, N, T; escapes (K+1, 3) raw: d = sigmoid,
+    b, e = softplus; base (n,)."""
     count, total, distinct = stats
     discount, weight, constant = torch.sigmoid(escapes[:, :1]), F.softplus(escapes[:, 1:2]), F.softplus(escapes[:, 2:])
-    denominator = total + weight * distinct + constant
-    keep = torch.where(total > 0, ((discount + weight) * distinct + constant) / denominator, 1.0)  # (K, n)
-    add = torch.where(total > 0, (count - discount).clamp_min(0) / denominator, 0.0)
-    # q_K = sum_k add_k·prod_{j>k} keep_j + base·prod_j keep_j: the recursion without a loop.
-    later = torch.cat([keep[1:].flip(0).cumprod(0).flip(0), torch.ones_like(keep[:1])])
-    return (add * later).sum(0) + base * later[0] * keep[0]
+    inverse = (total + weight * distinct + constant).reciprocal()  # one division: they are slow
+    keep, add = ((discount + weight) * distinct + constant) * inverse, (count - discount).clamp_min(0) * inverse
+    q = base
+    for order in range(len(keep)):
+        q = add[order] + keep[order] * q
+    return q
 
 
 def expert_features(stats: Tensor) -> Tensor:
@@ -2103,7 +2155,7 @@ def expert_features(stats: Tensor) -> Tensor:
     that context's log count, its share of distinct continuations, whether it has one only."""
     orders = stats.shape[1]
     rank = (stats[1] > 0) * torch.arange(1, orders + 1, device=stats.device).unsqueeze(1)
-    top = rank.argmax(0, keepdim=True)  # (1, n)
+    top = (rank.amax(0, keepdim=True) - 1).clamp_min(0)  # (1, n)
     total, distinct = stats[1].gather(0, top)[0], stats[2].gather(0, top)[0]
     return torch.stack([top[0] / max(orders - 1, 1), torch.log1p(total) / 8, distinct / total.clamp_min(1),
                         (distinct == 1).double()], 1)
@@ -2124,26 +2176,24 @@ def chunk_sample(n: int, chunk_index: int, h: Hyperparameters, device: torch.dev
 
 
 class SharpExperts:
-    """A global expert (never reset, backing off to uniform) and a document expert (reset at each
-    BOS, backing off to the global one) over contexts of 0..DC_SHARP_ORDERS tokens. The escape
-    parameters (d, b, e per order and expert) start generic and are learned score-first: after a
-    chunk is scored, Adam steps on the experts' own log-loss of that chunk."""
+    """A global expert (never reset, backing off to uniform) and a document expert (reset at each BOS,
+    backing off to the global one) over contexts of 0..DC_SHARP_ORDERS tokens. Escapes (d, b, e per
+    order and expert) are learned score-first: Adam steps on the experts' log-loss of a scored chunk."""
 
     feature_count = 8
 
     def __init__(self, h: Hyperparameters, vocab_size: int, device: torch.device):
         self.h, self.vocab_size, self.device = h, vocab_size, device
-        self.counts = [ContextCounts(False, device), ContextCounts(True, device)]
+        self.table, self.experts = PairTable(device), [ExpertState(False), ExpertState(True)]
         initial = torch.tensor([0.4, 2.4, -2.2], dtype=torch.float64, device=device)  # d .6, b 2.5, e .1
-        self.escapes = [initial.repeat(h.dc_sharp_orders + 1, 1).requires_grad_() for _ in self.counts]
+        self.escapes = [initial.repeat(h.dc_sharp_orders + 1, 1).requires_grad_() for _ in self.experts]
         self.optimizer = torch.optim.Adam(self.escapes, lr=h.dc_gate_lr)
-        self.chunk_index, self.next_start, self.bos_before, self.features = 0, 0, 0, None
+        self.chunk_index, self.next_start, self.documents_before, self.features = 0, 0, 0, None
 
     def context_ids(self, tokens: Tensor, start: int, end: int) -> Tensor:
-        """(K+1, n) ids < 2^63/V of the contexts tokens[i-k+1..i] of targets i in [start, end),
-        k = 0..K (k = 0: the empty context); tokens before the stream start read as V."""
+        """(K+1, n) ids < 2^63/V of contexts tokens[i-k+1..i], k = 0..K, of targets i in [start, end)."""
         max_order, n = self.h.dc_sharp_orders, end - start
-        window = tokens[max(0, start + 1 - max_order):end].to(self.device)
+        window = tokens[max(0, start + 1 - max_order):end].to(self.device)  # read as V before the stream
         window = torch.cat([window.new_full((n + max_order - 1 - window.numel(),), self.vocab_size), window])
         state, ids = torch.zeros(n, dtype=torch.long, device=self.device), []
         for order in range(max_order + 1):
@@ -2157,23 +2207,24 @@ class SharpExperts:
         if start != self.next_start or not start < end < tokens.numel():
             raise ValueError(f"chunks must tile the stream in order: got [{start}, {end}), "
                              f"expected start {self.next_start}")
-        ids = self.context_ids(tokens, start, end)  # (K, n)
-        # A target's document: the BOS count of its context tokens[0..i] (never of the target).
-        is_bos = (tokens[start:end + 1] == BOS_ID).long().to(self.device)
-        documents = self.bos_before + is_bos[:-1].cumsum(0)
-        self.bos_before = int(documents[-1] + is_bos[-1])  # the document of the next target
-        pairs = (ids * self.vocab_size + tokens[start + 1:end + 1].to(self.device)).view(-1)
-        runs, row_documents, stats = (Runs.of(pairs), Runs.of(ids.view(-1))), documents.repeat(len(ids)), []
-        for counts in self.counts:
-            counted, pending = counts.statistics(*runs, row_documents)
-            counts.update(pending, row_documents, self.bos_before)
-            stats.append(counted.view(3, len(ids), -1).double())
+        first = start - (start > 0)  # the previous chunk's last position joins the chunk's pairs
+        pairs = self.context_ids(tokens, first, end) * self.vocab_size + tokens[first + 1:end + 1].to(self.device)
+        keys = finalize(pairs)  # one-to-one: distinct pairs keep distinct keys; a key's top bits are its slot
+        if bool((keys == EMPTY).any()):  # the one pair in 2^64 whose key is EMPTY: never seen, but checked
+            raise RuntimeError("a DualClock pair key equals the empty-slot marker")
+        chunk, stats = ChunkPairs(keys, tokens, start, end, self.documents_before), []
+        for expert in self.experts:
+            counted, pending = chunk.statistics(expert, self.table)
+            chunk.update(expert, self.table, pending)
+            stats.append(counted.double())
+        self.documents_before = int(chunk.documents[-1])  # the BOS count of tokens[:end]
         with torch.no_grad():
             logprobs = self.logprobs(stats)
         self.features = torch.cat([expert_features(s) for s in stats], 1)
         sample = chunk_sample(end - start, self.chunk_index, self.h, self.device)
-        sampled = [s.index_select(2, sample) for s in stats]
-        adam_steps(self.optimizer, lambda: -self.logprobs(sampled).sum(1).mean(), self.h.dc_gate_steps)
+        sampled = [s.view(-1, s.shape[2]).gather(1, sample.expand(s.shape[0] * s.shape[1], -1)).view(3, -1, len(sample))
+                   for s in stats]
+        adam_steps(self.optimizer, lambda: -self.logprobs(sampled).sum(1).mean(), self.h.dc_escape_steps)
         self.chunk_index, self.next_start = self.chunk_index + 1, end
         return logprobs
 
@@ -2183,15 +2234,14 @@ class SharpExperts:
         return torch.stack([global_q, escape_chain(stats[1], self.escapes[1], global_q)], 1).log()
 
     def table_bytes(self) -> int:
-        return sum(t.nbytes() for c in self.counts for t in (c.pairs, c.contexts))
+        return self.table.nbytes()
 
 
 class TokenGate:
     """Per-token weights over (neural, global, local): softmax(features·W) of context-only features
-    (the network's entropy and top probability, the sharp experts' expert_features). Weights that
-    never see the target keep a mixture of normalized distributions normalized. W is learned
-    score-first: chunk c is mixed with the W of chunks < c, then Adam steps on chunk c's mixture
-    log-loss, the experts held fixed."""
+    (the network's entropy and top probability, the sharp experts' expert_features); weights that
+    never see the target keep a mixture of normalized distributions normalized. W is learned score-
+    first: chunk c is mixed with the W of chunks < c, then Adam steps on its log-loss, experts fixed."""
 
     def __init__(self, h: Hyperparameters, feature_count: int, device: torch.device):
         self.h, self.device, self.chunk_index = h, device, 0

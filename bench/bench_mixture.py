@@ -44,6 +44,7 @@ CONFIGURATIONS = [  # (row name, environment); the defaults are the last group's
     ("sharp experts + gate, DC_SHARP_ORDERS=4", {"DC_SHARP_ORDERS": "4"}),
     ("sharp experts + gate, DC_SHARP_ORDERS=8", {"DC_SHARP_ORDERS": "8"}),
     ("sharp experts + gate, DC_GATE_STEPS=3", {"DC_GATE_STEPS": "3"}),
+    ("sharp experts + gate, escapes fixed", {"DC_ESCAPE_STEPS": "0"}),
 ]
 
 
@@ -52,16 +53,15 @@ def bits_per_byte(nats: float, total_bytes: float) -> float:
 
 
 def projected_bytes(bank) -> float:
-    """Table bytes for the FineWeb validation stream: sharp global tables grow with the stream
-    (entries per token measured here, power-of-two capacity at most TABLE_MAX_LOAD full); the
-    document tables hold one document and the hashed tables have a fixed size."""
+    """Table bytes for the FineWeb validation stream: the sharp global table grows with the stream
+    (entries per token measured here, power-of-two capacity at most TABLE_MAX_LOAD full, 20 bytes
+    a slot); the open document's entries stay as measured; the hashed tables have a fixed size."""
     if not isinstance(bank, tg.SharpExperts):
         return bank.table_bytes()
-    total = sum(t.nbytes() for t in (bank.counts[1].pairs, bank.counts[1].contexts))
-    for table in (bank.counts[0].pairs, bank.counts[0].contexts):
-        entries = table.size / (bank.next_start + 1) * VALIDATION_TOKENS
-        total += 2 ** math.ceil(math.log2(entries / tg.TABLE_MAX_LOAD)) * (8 + 4 * table.width)
-    return total
+    table = bank.table
+    entries = table.size / (bank.next_start + 1) * VALIDATION_TOKENS
+    document = table.nbytes() - table.keys.numel() * 20
+    return 2 ** math.ceil(math.log2(entries / tg.TABLE_MAX_LOAD)) * 20 + document
 
 
 def run_configuration(env: dict, network: dict) -> dict:

@@ -369,7 +369,7 @@ def test_evaluation_hook_matches_mix_logprobs_and_logs_each_bpb():
 
 # -- sharp experts and the per-token gate (issue 5) ------------------------------------------
 
-SHARP = {"VOCAB_SIZE": "50", "DC_SHARP_ORDERS": "4", "DC_GATE_STEPS": "5", "DC_GATE_SAMPLE_TOKENS": "32"}
+SHARP = {"VOCAB_SIZE": "50", "DC_SHARP_ORDERS": "4", "DC_GATE_STEPS": "5", "DC_ESCAPE_STEPS": "3", "DC_GATE_SAMPLE_TOKENS": "32"}
 
 
 def sharp_config(**overrides) -> tg.Hyperparameters:
@@ -417,7 +417,7 @@ def sharp_reference(tokens: torch.Tensor, h: tg.Hyperparameters) -> torch.Tensor
 
 @pytest.mark.parametrize("orders", [1, 4, 6])
 def test_sharp_experts_match_the_slow_reference_for_every_chunk_size(orders):
-    h = sharp_config(dc_sharp_orders=orders, dc_gate_steps=0)
+    h = sharp_config(dc_sharp_orders=orders, dc_escape_steps=0)
     tokens = make_stream(500, h.vocab_size, seed=12)
     expected = sharp_reference(tokens, h)
     for chunk_tokens in (1, 7, 64, 4096):
@@ -427,30 +427,66 @@ def test_sharp_experts_match_the_slow_reference_for_every_chunk_size(orders):
 
 
 def test_sharp_experts_at_the_published_vocabulary_size():
-    h = tg.Hyperparameters.from_env({"DC_GATE_STEPS": "0"})
+    h = tg.Hyperparameters.from_env({"DC_ESCAPE_STEPS": "0"})
     rng = random.Random(13)
     base = [rng.randrange(2, 8192) for _ in range(30)]
     tokens = torch.tensor([BOS] + [rng.choice(base) for _ in range(200)] + [BOS] + base * 3)
     torch.testing.assert_close(tg.ppm_logprobs(tokens, h, 50), sharp_reference(tokens, h), rtol=0, atol=1e-12)
 
 
-def test_count_table_agrees_with_a_dictionary_through_growth_and_collisions():
-    table, expected = tg.CountTable(2, torch.device("cpu"), capacity=8), defaultdict(lambda: [0, 0])
+def test_pair_table_agrees_with_dictionaries_through_growth_collisions_and_documents():
+    table = tg.PairTable(torch.device("cpu"), capacity=8)
+    expected, document = defaultdict(lambda: [0, 0]), defaultdict(lambda: [0, 0])
     generator = torch.Generator().manual_seed(14)
     for step in range(30):
-        # Keys differing only in high bits and runs of neighbours crowd the same slots.
-        keys = torch.cat([torch.randint(0, 64, (20,), generator=generator) << 40,
+        # Keys differing only in low bits and runs of neighbours crowd the same slots.
+        keys = torch.cat([(torch.randint(0, 64, (20,), generator=generator) << 40) - (1 << 62),
                           torch.randint(0, 1 << 62, (20,), generator=generator), torch.arange(step * 5, step * 5 + 9)])
         keys = keys.unique()
-        values = [torch.randint(0, 5, (keys.numel(),), generator=generator) for _ in range(2)]
-        columns, place = table.read(keys)
-        assert [c.tolist() for c in columns] == [[expected[k][j] for k in keys.tolist()] for j in range(2)]
-        table.add(keys, values, place)
-        for k, a, b in zip(keys.tolist(), *(v.tolist() for v in values)):
+        values = torch.randint(0, 5, (keys.numel(), 2), generator=generator) << torch.tensor([0, 24])
+        slot, counts = table.find(keys)  # may grow the table: the document's counts move along
+        assert counts.tolist() == [expected[k] for k in keys.tolist()]
+        assert slot.unique().numel() == keys.numel() and torch.equal(table.keys[slot], keys)
+        assert table.document_counts(slot).tolist() == [document[k] for k in keys.tolist()]
+        table.add(slot, values)
+        if step % 7 == 6:  # a new document
+            table.clear_document()
+            document.clear()
+        chosen = torch.randperm(keys.numel(), generator=generator)[:keys.numel() // 2]
+        table.document_add(slot[chosen], values[chosen] % 3)
+        for k, (a, b) in zip(keys.tolist(), values.tolist()):
             expected[k][0] += a
             expected[k][1] += b
+        for k, (a, b) in zip(keys[chosen].tolist(), (values[chosen] % 3).tolist()):
+            document[k][0] += a
+            document[k][1] += b
         assert table.size == len(expected) <= tg.TABLE_MAX_LOAD * table.keys.numel()
-    assert sorted(table.keys[table.keys >= 0].tolist()) == sorted(expected)
+    assert sorted(table.keys[table.keys != tg.EMPTY].tolist()) == sorted(expected)
+    assert max(b for _, b in expected.values()) > 1 << 28  # the second count keeps its high bits
+    assert table.keys.numel() > 64  # it did grow
+
+
+def test_a_pair_key_equal_to_the_empty_marker_is_refused(monkeypatch):
+    finalize = tg.finalize
+
+    def marking(x):  # the (K+1, m) pair keys of a chunk get one EMPTY; the 1-D context states do not
+        out = finalize(x)
+        if out.dim() == 2:
+            out[1, 3] = tg.EMPTY
+        return out
+
+    monkeypatch.setattr(tg, "finalize", marking)
+    experts = tg.SharpExperts(sharp_config(), 50, torch.device("cpu"))
+    with pytest.raises(RuntimeError, match="empty-slot marker"):
+        experts.score_and_update(make_stream(40, 50, seed=21), 0, 20)
+
+
+def test_pair_keys_keep_distinct_pairs_apart():
+    """finalize is one-to-one (xor-shifts and odd multipliers are invertible mod 2^64): no two of a
+    million pair values that differ in one low or one high bit share a key."""
+    values = torch.randint(0, 1 << 62, (500_000,), generator=torch.Generator().manual_seed(22))
+    values = torch.cat([values, values ^ 1, values ^ (1 << 61)]).unique()
+    assert tg.finalize(values).unique().numel() == values.numel()
 
 
 def network_pass(length: int, vocab: int, seed: int) -> torch.Tensor:
@@ -550,13 +586,13 @@ def test_sharp_hook_matches_mix_logprobs_and_logs_each_bpb():
 
 
 def test_document_expert_keeps_only_the_document_that_continues():
-    h = sharp_config(dc_sharp_orders=1, dc_gate_steps=0)
+    h = sharp_config(dc_sharp_orders=1, dc_escape_steps=0)
     experts = tg.SharpExperts(h, h.vocab_size, torch.device("cpu"))
-    local = experts.counts[1]
+    entries = lambda: experts.table.document_slots.numel() - 1  # the open document's pairs (a sentinel first)
     tokens = torch.tensor([BOS, 5, BOS, 6, BOS, 8, 9, BOS, 11])
     experts.score_and_update(tokens, 0, 4)  # two documents; the last target is the BOS that ends the second
-    assert local.pairs.size == local.contexts.size == 0
+    assert entries() == 0
     experts.score_and_update(tokens, 4, 6)  # the third document goes on after the chunk
-    assert local.pairs.size == 4 and local.contexts.size == 3  # (8|BOS), (9|8) at orders 0, 1
+    assert entries() == 4  # (8|BOS), (9|8) at orders 0, 1
     experts.score_and_update(tokens, 6, 7)  # one target, the BOS that ends it
-    assert local.pairs.size == local.contexts.size == 0
+    assert entries() == 0
