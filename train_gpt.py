@@ -161,7 +161,8 @@ class Hyperparameters:
     dc_hash: str = "mixed"  # legacy: published low-bit buckets; mixed: top bits (measured: corrected mode wins)
     dc_local_reset: str = "doc"  # chunk (published) | doc: at each BOS in the context | none
     dc_experts: str = "sharp"  # hashed: the published buckets (DC_HASH..); sharp: exact contexts, learned escapes
-    dc_sharp_orders: int = 6  # sharp experts: contexts of 0..N tokens (both experts)
+    dc_sharp_orders: int = 6  # sharp global expert: contexts of 0..N tokens
+    dc_document_orders: int = 3  # sharp document expert: contexts of 0..N tokens (N <= DC_SHARP_ORDERS)
     dc_mixer: str = "gate"  # fixed_share (published, per chunk) | gate: per-token weights learned score-first
     dc_gate_steps: int = 20  # Adam steps per scored chunk for the gate
     dc_escape_steps: int = 3  # Adam steps per scored chunk for the sharp experts' escapes
@@ -200,7 +201,7 @@ class Hyperparameters:
             (self.dc_local_reset in ("chunk", "doc", "none"), "DC_LOCAL_RESET must be chunk, doc or none"),
             (self.dc_experts in ("hashed", "sharp"), "DC_EXPERTS must be hashed or sharp"),
             (self.dc_mixer in ("fixed_share", "gate"), "DC_MIXER must be fixed_share or gate"),
-            (1 <= self.dc_sharp_orders <= 16, "DC_SHARP_ORDERS must be in 1..16"),
+            (1 <= self.dc_document_orders <= self.dc_sharp_orders <= 16, "need 1 <= DC_DOCUMENT_ORDERS <= DC_SHARP_ORDERS <= 16"),
             (all(b > 0 and b & (b - 1) == 0 for b in (self.dc_buckets_g, self.dc_buckets_l)),
              "DC_BUCKETS_G and DC_BUCKETS_L must be powers of two"),
             (len(self.dc_prior) == 3 and abs(sum(self.dc_prior) - 1) < 1e-6, "DC_PRIOR must be 3 weights summing to 1"),
@@ -1904,11 +1905,11 @@ class FixedShareMixer:
 # each expert stays an exact distribution over the V ids whatever collides (about one merged
 # pair of contexts per order on the 40.5 M-token stream).
 
-GOLDEN = _as_int64(0x9E3779B97F4A7C15)
 SPLITMIX = (_as_int64(0xBF58476D1CE4E5B9), _as_int64(0x94D049BB133111EB))
 TABLE_MAX_LOAD = 0.75
-EMPTY = -1 << 63  # the one key value a table slot cannot hold
-PROBE_WINDOW = 32  # slots a key reads per probing round once few keys are left
+EMPTY = -1 << 63  # the empty slot; finalize() gives it only to a value >= 2^63, never a pair's (< 2^54)
+ROOT = 1 << 40  # ROOT·V: the empty pair; entry numbers stay below 2^31; ROOT + 1 + k: position 0's contexts
+PROBE_WINDOW, PROBE_SWITCH = 32, 1024  # slots a key reads per probing round once at most PROBE_SWITCH are left
 
 
 def shift_right(x: Tensor, bits: int) -> Tensor:
@@ -1942,17 +1943,19 @@ class PairTable:
         self.device, self.size = device, 0
         self.keys = torch.full((capacity,), EMPTY, dtype=torch.long, device=device)
         self.values = torch.zeros(capacity, dtype=torch.long, device=device)
+        self.entries = torch.zeros(capacity, dtype=torch.int32, device=device)  # 0, 1, .. in order of insertion
         self.document_index = torch.zeros(capacity, dtype=torch.int32, device=device)
         self.clear_document()
 
-    def find(self, keys: Tensor) -> tuple[Tensor, Tensor]:
-        """(slot, (len(keys), 2) counts) of distinct keys; an absent key is inserted with counts 0."""
-        if self.size + keys.numel() > TABLE_MAX_LOAD * self.keys.numel():
-            self._grow(self.size + keys.numel())
+    def find(self, keys: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(slot, (len(keys), 2) counts, entry) of distinct keys; an absent key is inserted with
+        counts 0 and the next entry number (in the order of `keys`, whatever slot races decide)."""
+        self.reserve(keys.numel())
         mask, slot = self.keys.numel() - 1, shift_right(keys, 65 - self.keys.numel().bit_length())  # top bits
+        inserted = torch.zeros_like(keys, dtype=torch.bool)
         probing, wanted, at = torch.arange(keys.numel(), device=keys.device), keys, slot.clone()
         while probing.numel():
-            if probing.numel() > PROBE_WINDOW ** 2:  # read one slot
+            if probing.numel() > PROBE_SWITCH:  # read one slot
                 occupant = self.keys.index_select(0, at)
             else:  # read PROBE_WINDOW slots; go to the first that holds the key or is empty, else the last
                 window = (at.unsqueeze(1) + torch.arange(PROBE_WINDOW, device=at.device)) & mask
@@ -1963,11 +1966,20 @@ class PairTable:
             empty = occupant == EMPTY
             self.keys.scatter_(0, at, torch.where(empty, wanted, occupant))  # one writer wins a slot
             done = self.keys.index_select(0, at) == wanted
-            self.size += int((done & empty).sum())
             slot.scatter_(0, probing, at)
+            inserted.scatter_(0, probing, done & empty)
             going = (~done).nonzero().squeeze(1)
             probing, wanted, at = probing[going], wanted[going], (at[going] + 1) & mask
-        return slot, unpack(self.values.index_select(0, slot))
+        new = inserted.nonzero().squeeze(1)
+        self.entries.index_copy_(0, slot.index_select(0, new), torch.arange(
+            self.size, self.size + new.numel(), dtype=torch.int32, device=keys.device))
+        self.size += new.numel()
+        return slot, unpack(self.values.index_select(0, slot)), self.entries.index_select(0, slot).long()
+
+    def reserve(self, count: int) -> None:
+        """Room for `count` more keys: a table grows only here, so slots found after it stay valid."""
+        if self.size + count > TABLE_MAX_LOAD * self.keys.numel():
+            self._grow(self.size + count)
 
     def add(self, slot: Tensor, values: Tensor) -> None:
         """values (len(slot), 2) int64 >= 0 added to the counts at distinct slots from find()."""
@@ -2001,17 +2013,18 @@ class PairTable:
         while needed > TABLE_MAX_LOAD * capacity:
             capacity *= 2
         used = (self.keys != EMPTY).nonzero().squeeze(1)
-        keys, values = self.keys.index_select(0, used), self.values.index_select(0, used)
+        keys, values, entries = (x.index_select(0, used) for x in (self.keys, self.values, self.entries))
         document = self.document_slots, self.document_values
         moved = torch.full_like(self.keys, -1)
         self.__init__(self.device, capacity)
         slot = self.find(keys)[0]
         self.values.index_copy_(0, slot, values)
+        self.entries.index_copy_(0, slot, entries)
         moved.index_copy_(0, used, slot)  # old slot -> new slot, for the document's entries
         self.document_add(moved.index_select(0, document[0][1:]), unpack(document[1][1:]))
 
     def nbytes(self) -> int:
-        return self.keys.numel() * 20 + self.document_slots.numel() * 16  # keys, counts, index; document
+        return self.keys.numel() * 24 + self.document_slots.numel() * 16  # keys, counts, entries, index
 
 
 class Runs:
@@ -2037,6 +2050,18 @@ class Runs:
         torch.ne(sorted_keys[1:], sorted_keys[:-1], out=starts[1:])
         return cls(sorted_keys, order, starts)
 
+    @classmethod
+    def concatenate(cls, rows: list["Runs"]) -> "Runs":
+        """The runs of rows of equal length laid end to end (keys of different rows never equal)."""
+        joined, keys, runs = cls.__new__(cls), [k * rows[0].order.numel() for k in range(len(rows))], [0]
+        for row in rows[:-1]:
+            runs.append(runs[-1] + row.length.numel())
+        for name, offset in (("sorted_keys", None), ("starts", None), ("length", None), ("rank", None), ("unique", None),
+                             ("order", keys), ("start", keys), ("first", keys), ("run_sorted", runs), ("run_of", runs)):
+            setattr(joined, name, torch.cat([getattr(row, name) if offset is None else getattr(row, name) + offset[k]
+                                             for k, row in enumerate(rows)]))
+        return joined
+
     def split(self, segments: Tensor) -> "Runs":
         sorted_segments = segments.index_select(0, self.order)
         starts = self.starts.clone()
@@ -2054,8 +2079,8 @@ class Runs:
 
 
 class ExpertState:  # besides its PairTable counts: its open document's first position and distinct targets
-    def __init__(self, per_document: bool):
-        self.per_document, self.open_document, self.document_start, self.distinct_tokens = per_document, 0, 0, 0
+    def __init__(self, per_document: bool, orders: int):
+        self.per_document, self.orders, self.open_document = per_document, orders, 0
 
 
 class ChunkPairs:
@@ -2063,33 +2088,54 @@ class ChunkPairs:
     first..end-1 (first = start - 1 after the first chunk: counted already, its entries take the
     continuations of the chunk's first targets) and each position's document (BOS in tokens[:p+1])."""
 
-    def __init__(self, keys: Tensor, tokens: Tensor, start: int, end: int, documents_before: int):
+    def __init__(self, experts: "SharpExperts", tokens: Tensor, start: int, end: int, documents_before: int):
         self.start, self.carried = start, int(start > 0)
-        self.keys, self.runs = keys, Runs.of(keys.view(-1))
-        context = tokens[start - self.carried:end + 1].to(keys.device)
+        first, vocab_size, table = start - self.carried, experts.vocab_size, experts.table
+        following = tokens[first + 1:end + 1].to(experts.device)  # each position's target
+        # Row r holds each position's pair of order r-1; row 0 the empty pair (the empty context of
+        # the next position): the order-k context at p is the pair (p-1, k-1), named by its entry.
+        keys = following.new_empty(experts.h.dc_sharp_orders + 2, following.numel())
+        table.reserve(keys.numel() + 1)  # before the first find: every slot found below stays valid
+        pairs, rows, found = torch.full_like(following, ROOT * vocab_size), [], []
+        for row in range(len(keys)):
+            if row:
+                pairs = torch.cat([experts.first_context(tokens, row, empty), entry[:-1]]) * vocab_size + following
+            keys[row] = finalize(pairs)  # one-to-one: distinct pairs, distinct keys
+            if self.carried:  # the previous chunk's last position, as it was then
+                keys[row, 0] = experts.last_keys[row]
+            rows.append(Runs.of(keys[row]))
+            found.append(table.find(rows[-1].unique))
+            entry = found[-1][2].index_select(0, rows[-1].run_of)
+            empty = found[0][2]  # the empty pair's entry: the id of the empty context
+        self.keys, self.row_runs, self.runs = keys, rows, Runs.concatenate(rows)
+        self.slot, self.stored = torch.cat([f[0] for f in found]), torch.cat([f[1] for f in found])
+        experts.last_keys = keys[:, -1]
+        context = tokens[first:end + 1].to(keys.device)
         is_bos = context == BOS_ID
         documents = documents_before - int(is_bos[0]) * self.carried + is_bos.long().cumsum(0)
         self.documents, self.next_document = documents[:-1], int(documents[-1])  # per position; of end
         self.bos, self.next_is_bos = is_bos[:-1], bool(is_bos[-1])  # contexts that end at a BOS
-        # Position 0's context is no position's pair: a later equal order-1 context gets its count by hand.
-        here = slice(self.carried, None)
-        repeats = (context[:-1] == tokens[0])[here] & (torch.arange(start, end, device=keys.device) > 0)
-        self.repeats_first = {False: repeats, True: repeats & (self.documents[here] == int(tokens[0] == BOS_ID))}
+        # Position 0's contexts are no position's pairs (nor, in a document expert, the document's first
+        # position's): the empty one, and an equal order-1 context, get their count and continuation by hand.
+        here, later = slice(self.carried, None), torch.arange(start, end, device=keys.device) > 0
+        repeats = (context[:-1] == tokens[0])[here] & later
+        self.by_hand = {False: torch.stack([later, repeats]),
+                        True: torch.stack([later & ~self.bos[here], repeats & (self.documents[here] == int(tokens[0] == BOS_ID))])}
 
     def statistics(self, expert: ExpertState, table: PairTable) -> tuple[Tensor, tuple]:
         """(3, K+1, n) c, N, T of each target's pair and context before it, and the update's input
         (the global expert goes first: a document run's counts sit at its key's global slot)."""
-        (rows, m), runs, per_document = self.keys.shape, self.runs, expert.per_document
-        if per_document:
-            runs = runs.split(self.documents.repeat(rows))
+        rows, m, runs, per_document = expert.orders + 2, self.keys.shape[1], self.runs, expert.per_document
+        if per_document:  # its orders are the first rows of the global expert's
+            base = Runs.concatenate(self.row_runs[:rows]) if rows < len(self.row_runs) else self.runs
+            runs = base.split(self.documents.repeat(rows))
             columns = runs.first % m
-            slot = self.slot.index_select(0, self.runs.run_of.index_select(0, runs.first))
+            slot = self.slot.index_select(0, base.run_of.index_select(0, runs.first))
             counted = self.documents.index_select(0, columns) == expert.open_document
             stored = table.document_counts(slot) * counted.unsqueeze(1)
             already = counted & (columns < self.carried)  # the carried position's pairs, counted
         else:
-            slot, stored = table.find(runs.unique)
-            self.slot, columns = slot, runs.first % m
+            slot, stored, columns = self.slot, self.stored, runs.first % m
             already = columns < self.carried
         count = ((stored[:, 0] - already.long()).index_select(0, runs.run_of) + runs.rank).view(rows, m)
         new = count == 0
@@ -2100,28 +2146,12 @@ class ChunkPairs:
         if not self.carried:  # the stream's first position has no position before it
             count, distinct = F.pad(count, (1, 0)), F.pad(distinct, (1, 0))
         here, n = slice(self.carried, None), m - self.carried
-        stats = count.new_empty(3, rows, n, dtype=torch.float64)
-        stats[0] = count[:, 1:]
+        stats = count.new_empty(3, rows - 1, n, dtype=torch.float64)
+        stats[0] = count[1:, 1:]
         for row, value in ((1, count), (2, distinct)):  # N(i, k) = c(i-1, k-1), T likewise, same document
-            stats[row, 1:] = value[:-1, :n] * ~self.bos[here] if per_document else value[:-1, :n]
-            stats[row, 1] += self.repeats_first[per_document]
-        stats[1:, 0] = self.order_zero(expert, new[0, here].long(), self.bos[here] & per_document)
+            stats[row] = value[:-1, :n] * ~self.bos[here] if per_document else value[:-1, :n]
+            stats[row, :2] += self.by_hand[per_document]
         return stats, (columns, slot, torch.stack([runs.length - already.long(), added], 1))
-
-    def order_zero(self, expert: ExpertState, new: Tensor, starts: Tensor) -> Tensor:
-        """(2, n) N, T of the empty context: the document's positions and distinct targets so far;
-        the expert's open document then moves on to the next target's."""
-        local = torch.arange(new.numel(), device=new.device)
-        begin = torch.where(starts, local, 0).cummax(0).values  # where the document begins here
-        opened = starts.long().cumsum(0) == 0  # still the open document
-        before = new.cumsum(0) - new
-        distinct = before - before.index_select(0, begin) + expert.distinct_tokens * opened
-        document_start = torch.where(opened, expert.document_start, self.start + begin)
-        if expert.per_document and self.next_is_bos:
-            expert.document_start, expert.distinct_tokens = self.start + new.numel(), 0
-        else:
-            expert.document_start, expert.distinct_tokens = int(document_start[-1]), int(distinct[-1] + new[-1])
-        return torch.stack([self.start + local - document_start, distinct])
 
     def update(self, expert: ExpertState, table: PairTable, pending: tuple) -> None:
         """Add the chunk's counts; a document expert keeps only the next target's document."""
@@ -2184,35 +2214,27 @@ class SharpExperts:
 
     def __init__(self, h: Hyperparameters, vocab_size: int, device: torch.device):
         self.h, self.vocab_size, self.device = h, vocab_size, device
-        self.table, self.experts = PairTable(device), [ExpertState(False), ExpertState(True)]
+        self.table = PairTable(device)
+        self.experts = [ExpertState(False, h.dc_sharp_orders), ExpertState(True, h.dc_document_orders)]
         initial = torch.tensor([0.4, 2.4, -2.2], dtype=torch.float64, device=device)  # d .6, b 2.5, e .1
-        self.escapes = [initial.repeat(h.dc_sharp_orders + 1, 1).requires_grad_() for _ in self.experts]
+        self.escapes = [initial.repeat(expert.orders + 1, 1).requires_grad_() for expert in self.experts]
         self.optimizer = torch.optim.Adam(self.escapes, lr=h.dc_gate_lr)
-        self.chunk_index, self.next_start, self.documents_before, self.features = 0, 0, 0, None
+        self.chunk_index, self.next_start, self.documents_before, self.features, self.last_keys = 0, 0, 0, None, None
 
-    def context_ids(self, tokens: Tensor, start: int, end: int) -> Tensor:
-        """(K+1, n) ids < 2^63/V of contexts tokens[i-k+1..i], k = 0..K, of targets i in [start, end)."""
-        max_order, n = self.h.dc_sharp_orders, end - start
-        window = tokens[max(0, start + 1 - max_order):end].to(self.device)  # read as V before the stream
-        window = torch.cat([window.new_full((n + max_order - 1 - window.numel(),), self.vocab_size), window])
-        state, ids = torch.zeros(n, dtype=torch.long, device=self.device), []
-        for order in range(max_order + 1):
-            if order:  # extend the context by one older token
-                state = (state + window[max_order - order:max_order - order + n] + 1) * GOLDEN
-            ids.append(shift_right(finalize(state ^ order), 1 + (self.vocab_size - 1).bit_length()))
-        return torch.stack(ids)
+    def first_context(self, tokens: Tensor, row: int, empty: Tensor) -> Tensor:
+        """(1,) the id of position 0's context of order row-1 in the stream's first chunk: the empty
+        pair's entry, the entry of the pair (empty context, tokens[0]), or for longer contexts (they
+        read before the stream) ids of their own. A later chunk's first position takes its carried key."""
+        if self.next_start or row > 2:
+            return torch.tensor([ROOT + 1 + row], device=self.device)
+        return empty if row == 1 else self.table.find(finalize(empty * self.vocab_size + tokens[:1].to(self.device)))[2]
 
     def score_and_update(self, tokens: Tensor, start: int, end: int) -> Tensor:
         """(n, 2) float64 log-probs of targets [start, end); then the tables and escapes learn them."""
         if start != self.next_start or not start < end < tokens.numel():
             raise ValueError(f"chunks must tile the stream in order: got [{start}, {end}), "
                              f"expected start {self.next_start}")
-        first = start - (start > 0)  # the previous chunk's last position joins the chunk's pairs
-        pairs = self.context_ids(tokens, first, end) * self.vocab_size + tokens[first + 1:end + 1].to(self.device)
-        keys = finalize(pairs)  # one-to-one: distinct pairs keep distinct keys; a key's top bits are its slot
-        if bool((keys == EMPTY).any()):  # the one pair in 2^64 whose key is EMPTY: never seen, but checked
-            raise RuntimeError("a DualClock pair key equals the empty-slot marker")
-        chunk, stats = ChunkPairs(keys, tokens, start, end, self.documents_before), []
+        chunk, stats = ChunkPairs(self, tokens, start, end, self.documents_before), []
         for expert in self.experts:
             counted, pending = chunk.statistics(expert, self.table)
             chunk.update(expert, self.table, pending)

@@ -399,8 +399,8 @@ def sharp_reference(tokens: torch.Tensor, h: tg.Hyperparameters) -> torch.Tensor
             open_document = document
         target, q, row = tokens[i + 1], 1 / vocab, []
         contexts = [tuple(padded[orders + i + 1 - k:orders + i + 1]) for k in range(orders + 1)]
-        for table, expert_escapes in zip(tables, escapes):  # the document expert starts from the global q
-            for k, context in enumerate(contexts):
+        for table, expert_escapes, orders_e in zip(tables, escapes, (orders, h.dc_document_orders)):
+            for k, context in enumerate(contexts[:orders_e + 1]):  # the document expert starts from the global q
                 count, total, distinct = table["c", context, target], table["n", context], table["t", context]
                 d, b, e = expert_escapes[k]
                 if total:
@@ -415,9 +415,9 @@ def sharp_reference(tokens: torch.Tensor, h: tg.Hyperparameters) -> torch.Tensor
     return torch.tensor(out, dtype=torch.float64)
 
 
-@pytest.mark.parametrize("orders", [1, 4, 6])
-def test_sharp_experts_match_the_slow_reference_for_every_chunk_size(orders):
-    h = sharp_config(dc_sharp_orders=orders, dc_escape_steps=0)
+@pytest.mark.parametrize("orders, document_orders", [(1, 1), (4, 2), (6, 6)])
+def test_sharp_experts_match_the_slow_reference_for_every_chunk_size(orders, document_orders):
+    h = sharp_config(dc_sharp_orders=orders, dc_document_orders=document_orders, dc_escape_steps=0)
     tokens = make_stream(500, h.vocab_size, seed=12)
     expected = sharp_reference(tokens, h)
     for chunk_tokens in (1, 7, 64, 4096):
@@ -436,7 +436,7 @@ def test_sharp_experts_at_the_published_vocabulary_size():
 
 def test_pair_table_agrees_with_dictionaries_through_growth_collisions_and_documents():
     table = tg.PairTable(torch.device("cpu"), capacity=8)
-    expected, document = defaultdict(lambda: [0, 0]), defaultdict(lambda: [0, 0])
+    expected, document, entry_of = defaultdict(lambda: [0, 0]), defaultdict(lambda: [0, 0]), {}
     generator = torch.Generator().manual_seed(14)
     for step in range(30):
         # Keys differing only in low bits and runs of neighbours crowd the same slots.
@@ -444,7 +444,10 @@ def test_pair_table_agrees_with_dictionaries_through_growth_collisions_and_docum
                           torch.randint(0, 1 << 62, (20,), generator=generator), torch.arange(step * 5, step * 5 + 9)])
         keys = keys.unique()
         values = torch.randint(0, 5, (keys.numel(), 2), generator=generator) << torch.tensor([0, 24])
-        slot, counts = table.find(keys)  # may grow the table: the document's counts move along
+        slot, counts, entries = table.find(keys)  # may grow the table: counts and entries move along
+        for k in keys.tolist():  # absent keys are numbered in the order they are given
+            entry_of.setdefault(k, len(entry_of))
+        assert entries.tolist() == [entry_of[k] for k in keys.tolist()]
         assert counts.tolist() == [expected[k] for k in keys.tolist()]
         assert slot.unique().numel() == keys.numel() and torch.equal(table.keys[slot], keys)
         assert table.document_counts(slot).tolist() == [document[k] for k in keys.tolist()]
@@ -466,19 +469,22 @@ def test_pair_table_agrees_with_dictionaries_through_growth_collisions_and_docum
     assert table.keys.numel() > 64  # it did grow
 
 
-def test_a_pair_key_equal_to_the_empty_marker_is_refused(monkeypatch):
-    finalize = tg.finalize
+def test_no_pair_key_can_be_the_empty_marker():
+    """finalize() is one-to-one; the one value it maps to EMPTY is >= 2^63, and every pair value
+    (context id)·V + token is below (ROOT + 18)·V < 2^54, so no key is ever EMPTY."""
+    mask, multipliers = (1 << 64) - 1, [c % (1 << 64) for c in tg.SPLITMIX]
 
-    def marking(x):  # the (K+1, m) pair keys of a chunk get one EMPTY; the 1-D context states do not
-        out = finalize(x)
-        if out.dim() == 2:
-            out[1, 3] = tg.EMPTY
-        return out
+    def undo_xorshift(y, shift):
+        x = y
+        for _ in range(64 // shift + 1):
+            x = y ^ (x >> shift)
+        return x
 
-    monkeypatch.setattr(tg, "finalize", marking)
-    experts = tg.SharpExperts(sharp_config(), 50, torch.device("cpu"))
-    with pytest.raises(RuntimeError, match="empty-slot marker"):
-        experts.score_and_update(make_stream(40, 50, seed=21), 0, 20)
+    x = undo_xorshift(tg.EMPTY % (1 << 64), 31)
+    x = undo_xorshift(x * pow(multipliers[1], -1, 1 << 64) & mask, 27)
+    x = undo_xorshift(x * pow(multipliers[0], -1, 1 << 64) & mask, 30)
+    assert tg.finalize(torch.tensor([x - (1 << 64) if x >> 63 else x])).item() == tg.EMPTY
+    assert x >= 1 << 63 > (tg.ROOT + 18) * 8192
 
 
 def test_pair_keys_keep_distinct_pairs_apart():
@@ -586,13 +592,13 @@ def test_sharp_hook_matches_mix_logprobs_and_logs_each_bpb():
 
 
 def test_document_expert_keeps_only_the_document_that_continues():
-    h = sharp_config(dc_sharp_orders=1, dc_escape_steps=0)
+    h = sharp_config(dc_sharp_orders=1, dc_document_orders=1, dc_escape_steps=0)
     experts = tg.SharpExperts(h, h.vocab_size, torch.device("cpu"))
     entries = lambda: experts.table.document_slots.numel() - 1  # the open document's pairs (a sentinel first)
     tokens = torch.tensor([BOS, 5, BOS, 6, BOS, 8, 9, BOS, 11])
     experts.score_and_update(tokens, 0, 4)  # two documents; the last target is the BOS that ends the second
     assert entries() == 0
     experts.score_and_update(tokens, 4, 6)  # the third document goes on after the chunk
-    assert entries() == 4  # (8|BOS), (9|8) at orders 0, 1
+    assert entries() == 5  # the empty pair (one per target), (8|BOS), (9|8) at orders 0, 1
     experts.score_and_update(tokens, 6, 7)  # one target, the BOS that ends it
     assert entries() == 0
