@@ -201,7 +201,8 @@ class Hyperparameters:
             (self.dc_local_reset in ("chunk", "doc", "none"), "DC_LOCAL_RESET must be chunk, doc or none"),
             (self.dc_experts in ("hashed", "sharp"), "DC_EXPERTS must be hashed or sharp"),
             (self.dc_mixer in ("fixed_share", "gate"), "DC_MIXER must be fixed_share or gate"),
-            (1 <= self.dc_document_orders <= self.dc_sharp_orders <= 16, "need 1 <= DC_DOCUMENT_ORDERS <= DC_SHARP_ORDERS <= 16"),
+            (1 <= self.dc_document_orders <= self.dc_sharp_orders <= 16,
+             "need 1 <= DC_DOCUMENT_ORDERS <= DC_SHARP_ORDERS <= 16"),
             (all(b > 0 and b & (b - 1) == 0 for b in (self.dc_buckets_g, self.dc_buckets_l)),
              "DC_BUCKETS_G and DC_BUCKETS_L must be powers of two"),
             (len(self.dc_prior) == 3 and abs(sum(self.dc_prior) - 1) < 1e-6, "DC_PRIOR must be 3 weights summing to 1"),
@@ -1899,11 +1900,8 @@ class FixedShareMixer:
         self.weights = (1 - self.share) * posterior + self.share * self.prior
 
 
-# Sharp experts (issue 5): contexts told apart by ids of 50 bits, not 2,048 buckets; escapes from
-# the number of distinct continuations, their parameters learned score-first. A pair's key is a
-# one-to-one mix of (context id)·V + token, so contexts sharing an id share all their counts:
-# each expert stays an exact distribution over the V ids whatever collides (about one merged
-# pair of contexts per order on the 40.5 M-token stream).
+# Sharp experts (issue 5): exact contexts, no hashing (a context is named by the entry number of the
+# pair that ends it), escapes from the number of distinct continuations, learned score-first.
 
 SPLITMIX = (_as_int64(0xBF58476D1CE4E5B9), _as_int64(0x94D049BB133111EB))
 TABLE_MAX_LOAD = 0.75
@@ -1932,12 +1930,10 @@ def unpack(packed: Tensor) -> Tensor:
 
 
 class PairTable:
-    """Both sharp experts' counts. Global: mixed int64 keys (any but EMPTY) -> two packed counts,
-    linear probing from the key's top bits (sorted keys read the table in order), at most
-    TABLE_MAX_LOAD full; a chunk's distinct keys probe together, one slot a round while many are
-    left, PROBE_WINDOW once few are; an absent key takes the first empty slot it meets. The open
-    document's: a sparse set over the same slots (document_index[slot] points into
-    document_slots / document_values, valid where they agree), emptied in O(1)."""
+    """Both sharp experts' counts. Global: mixed int64 keys (not EMPTY) -> two packed counts and an
+    entry number, linear probing from the key's top bits (sorted keys read it in order), at most
+    TABLE_MAX_LOAD full. The open document's: a sparse set over the same slots (document_index[slot]
+    points into document_slots / document_values, valid where they agree), emptied in O(1)."""
 
     def __init__(self, device: torch.device, capacity: int = 1 << 12):
         self.device, self.size = device, 0
@@ -1948,8 +1944,8 @@ class PairTable:
         self.clear_document()
 
     def find(self, keys: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """(slot, (len(keys), 2) counts, entry) of distinct keys; an absent key is inserted with
-        counts 0 and the next entry number (in the order of `keys`, whatever slot races decide)."""
+        """(slot, (len, 2) counts, entry) of distinct keys, probing together; absent keys get counts 0
+        and the next entry numbers, in the order of `keys` (whatever slot races decide)."""
         self.reserve(keys.numel())
         mask, slot = self.keys.numel() - 1, shift_right(keys, 65 - self.keys.numel().bit_length())  # top bits
         inserted = torch.zeros_like(keys, dtype=torch.bool)
@@ -1970,19 +1966,16 @@ class PairTable:
             inserted.scatter_(0, probing, done & empty)
             going = (~done).nonzero().squeeze(1)
             probing, wanted, at = probing[going], wanted[going], (at[going] + 1) & mask
-        new = inserted.nonzero().squeeze(1)
-        self.entries.index_copy_(0, slot.index_select(0, new), torch.arange(
-            self.size, self.size + new.numel(), dtype=torch.int32, device=keys.device))
+        new = slot[inserted]
+        self.entries.index_copy_(0, new, torch.arange(new.numel(), dtype=torch.int32, device=new.device) + self.size)
         self.size += new.numel()
         return slot, unpack(self.values.index_select(0, slot)), self.entries.index_select(0, slot).long()
 
-    def reserve(self, count: int) -> None:
-        """Room for `count` more keys: a table grows only here, so slots found after it stay valid."""
+    def reserve(self, count: int) -> None:  # room for `count` more keys: slots found after it stay valid
         if self.size + count > TABLE_MAX_LOAD * self.keys.numel():
             self._grow(self.size + count)
 
-    def add(self, slot: Tensor, values: Tensor) -> None:
-        """values (len(slot), 2) int64 >= 0 added to the counts at distinct slots from find()."""
+    def add(self, slot: Tensor, values: Tensor) -> None:  # (len(slot), 2) counts >= 0, at distinct slots
         self.values.scatter_add_(0, slot, pack(values))
 
     def _document_place(self, slot: Tensor) -> tuple[Tensor, Tensor]:
@@ -2003,9 +1996,8 @@ class PairTable:
         self.document_slots = torch.cat([self.document_slots, slot[new]])
         self.document_values = torch.cat([self.document_values, packed[new]])
 
-    def clear_document(self) -> None:
-        """Entry 0 is a sentinel no slot matches: a stale index lands on it or on a wrong slot."""
-        self.document_slots = torch.full((1,), -1, dtype=torch.long, device=self.device)
+    def clear_document(self) -> None:  # entry 0: a sentinel no slot matches, where stale indices may land
+        self.document_slots = torch.full((1,), -1, dtype=torch.long, device=self.device)  # (the sentinel)
         self.document_values = torch.zeros(1, dtype=torch.long, device=self.device)
 
     def _grow(self, needed: int) -> None:
@@ -2028,9 +2020,8 @@ class PairTable:
 
 
 class Runs:
-    """Equal keys of a chunk grouped into runs, each in stream order, from one stable sort (and
-    split where `segments` change, for a document expert). A key's count of earlier equal keys
-    is its rank in its run: the prefix-rank counter of SPEC §7.2."""
+    """Equal keys grouped into runs in stream order by one stable sort (split where `segments` change):
+    a key's count of earlier equal keys is its rank in its run (the prefix-rank counter, SPEC §7.2)."""
 
     def __init__(self, sorted_keys: Tensor, order: Tensor, starts: Tensor):
         self.sorted_keys, self.order, self.starts = sorted_keys, order, starts
@@ -2078,17 +2069,11 @@ class Runs:
         return torch.empty_like(earlier).scatter_(0, self.order, earlier), total
 
 
-class ExpertState:  # besides its PairTable counts: its open document's first position and distinct targets
-    def __init__(self, per_document: bool, orders: int):
-        self.per_document, self.orders, self.open_document = per_document, orders, 0
-
-
 class ChunkPairs:
-    """Targets [start, end) as both sharp experts read them: the pair keys (K+1, m) of positions
-    first..end-1 (first = start - 1 after the first chunk: counted already, its entries take the
-    continuations of the chunk's first targets) and each position's document (BOS in tokens[:p+1])."""
+    """Targets [start, end) as the sharp experts read them: pair keys (K+2, m) of positions first..end-1
+    (first = start - 1 after the first chunk: counted already, it takes continuations) and documents."""
 
-    def __init__(self, experts: "SharpExperts", tokens: Tensor, start: int, end: int, documents_before: int):
+    def __init__(self, experts: "SharpExperts", tokens: Tensor, start: int, end: int):
         self.start, self.carried = start, int(start > 0)
         first, vocab_size, table = start - self.carried, experts.vocab_size, experts.table
         following = tokens[first + 1:end + 1].to(experts.device)  # each position's target
@@ -2109,30 +2094,29 @@ class ChunkPairs:
             empty = found[0][2]  # the empty pair's entry: the id of the empty context
         self.keys, self.row_runs, self.runs = keys, rows, Runs.concatenate(rows)
         self.slot, self.stored = torch.cat([f[0] for f in found]), torch.cat([f[1] for f in found])
-        experts.last_keys = keys[:, -1]
+        experts.last_keys = keys[:, -1]  # the next chunk's first position
         context = tokens[first:end + 1].to(keys.device)
         is_bos = context == BOS_ID
-        documents = documents_before - int(is_bos[0]) * self.carried + is_bos.long().cumsum(0)
+        documents = experts.documents_before - int(is_bos[0]) * self.carried + is_bos.long().cumsum(0)
         self.documents, self.next_document = documents[:-1], int(documents[-1])  # per position; of end
         self.bos, self.next_is_bos = is_bos[:-1], bool(is_bos[-1])  # contexts that end at a BOS
         # Position 0's contexts are no position's pairs (nor, in a document expert, the document's first
         # position's): the empty one, and an equal order-1 context, get their count and continuation by hand.
         here, later = slice(self.carried, None), torch.arange(start, end, device=keys.device) > 0
-        repeats = (context[:-1] == tokens[0])[here] & later
+        repeats, first_document = (context[:-1] == tokens[0])[here] & later, int(tokens[0] == BOS_ID)
         self.by_hand = {False: torch.stack([later, repeats]),
-                        True: torch.stack([later & ~self.bos[here], repeats & (self.documents[here] == int(tokens[0] == BOS_ID))])}
+                        True: torch.stack([later & ~self.bos[here], repeats & (self.documents[here] == first_document)])}
 
-    def statistics(self, expert: ExpertState, table: PairTable) -> tuple[Tensor, tuple]:
-        """(3, K+1, n) c, N, T of each target's pair and context before it, and the update's input
-        (the global expert goes first: a document run's counts sit at its key's global slot)."""
-        rows, m, runs, per_document = expert.orders + 2, self.keys.shape[1], self.runs, expert.per_document
+    def statistics(self, experts: "SharpExperts", per_document: bool) -> tuple[Tensor, tuple]:
+        """(3, K+1, n) c, N, T of each target's pairs and contexts before it, and the update's input."""
+        rows, m, runs = experts.orders[per_document] + 2, self.keys.shape[1], self.runs
         if per_document:  # its orders are the first rows of the global expert's
             base = Runs.concatenate(self.row_runs[:rows]) if rows < len(self.row_runs) else self.runs
             runs = base.split(self.documents.repeat(rows))
             columns = runs.first % m
             slot = self.slot.index_select(0, base.run_of.index_select(0, runs.first))
-            counted = self.documents.index_select(0, columns) == expert.open_document
-            stored = table.document_counts(slot) * counted.unsqueeze(1)
+            counted = self.documents.index_select(0, columns) == experts.open_document
+            stored = experts.table.document_counts(slot) * counted.unsqueeze(1)
             already = counted & (columns < self.carried)  # the carried position's pairs, counted
         else:
             slot, stored, columns = self.slot, self.stored, runs.first % m
@@ -2153,23 +2137,23 @@ class ChunkPairs:
             stats[row, :2] += self.by_hand[per_document]
         return stats, (columns, slot, torch.stack([runs.length - already.long(), added], 1))
 
-    def update(self, expert: ExpertState, table: PairTable, pending: tuple) -> None:
+    def update(self, experts: "SharpExperts", per_document: bool, pending: tuple) -> None:
         """Add the chunk's counts; a document expert keeps only the next target's document."""
         columns, slot, values = pending
-        if not expert.per_document:
+        table = experts.table
+        if not per_document:
             return table.add(slot, values)
         keep = (self.documents.index_select(0, columns) == self.next_document).nonzero().squeeze(1)
-        if self.next_document != expert.open_document:  # the document begins in this chunk
+        if self.next_document != experts.open_document:  # the document begins in this chunk
             table.clear_document()
         table.document_add(slot.index_select(0, keep), values.index_select(0, keep))
-        expert.open_document = self.next_document
+        experts.open_document = self.next_document
 
 
 def escape_chain(stats: Tensor, escapes: Tensor, base: Tensor) -> Tensor:
-    """q_k(a) = (max(c-d, 0) + ((d+b)·T + e)·q_{k-1}(a)) / (N + b·T + e) for orders k = 0..K, from
-    q = base; an unseen context (N = c = T = 0) gives q_k = q_{k-1} exactly. Sums to 1 over a:
-    sum_a max(c-d, 0) = N - d·T. stats (3, K+1, n) c, N, T; escapes (K+1, 3) raw: d = sigmoid,
-    b, e = softplus; base (n,)."""
+    """q_k(a) = (max(c-d, 0) + ((d+b)·T + e)·q_{k-1}(a)) / (N + b·T + e), k = 0..K, from q = base (n,);
+    unseen (N = c = T = 0): q_k = q_{k-1}. Sums to 1 over a: sum_a max(c-d, 0) = N - d·T. stats (3, K+1,
+    n) c, N, T; escapes (K+1, 3) raw: d = sigmoid, b, e = softplus."""
     count, total, distinct = stats
     discount, weight, constant = torch.sigmoid(escapes[:, :1]), F.softplus(escapes[:, 1:2]), F.softplus(escapes[:, 2:])
     inverse = (total + weight * distinct + constant).reciprocal()  # one division: they are slow
@@ -2181,8 +2165,7 @@ def escape_chain(stats: Tensor, escapes: Tensor, base: Tensor) -> Tensor:
 
 
 def expert_features(stats: Tensor) -> Tensor:
-    """(n, 4) context-only features of an expert: its highest order with a seen context (in [0, 1]),
-    that context's log count, its share of distinct continuations, whether it has one only."""
+    """(n, 4) context-only: top order with a seen context (in [0, 1]), its log count, distinct share, T = 1."""
     orders = stats.shape[1]
     rank = (stats[1] > 0) * torch.arange(1, orders + 1, device=stats.device).unsqueeze(1)
     top = (rank.amax(0, keepdim=True) - 1).clamp_min(0)  # (1, n)
@@ -2206,25 +2189,23 @@ def chunk_sample(n: int, chunk_index: int, h: Hyperparameters, device: torch.dev
 
 
 class SharpExperts:
-    """A global expert (never reset, backing off to uniform) and a document expert (reset at each BOS,
-    backing off to the global one) over contexts of 0..DC_SHARP_ORDERS tokens. Escapes (d, b, e per
-    order and expert) are learned score-first: Adam steps on the experts' log-loss of a scored chunk."""
+    """A global expert (orders 0..DC_SHARP_ORDERS, backing off to uniform) and a document expert (reset at
+    each BOS, backing off to the global one); escapes learned score-first, on each scored chunk's log-loss."""
 
     feature_count = 8
 
     def __init__(self, h: Hyperparameters, vocab_size: int, device: torch.device):
         self.h, self.vocab_size, self.device = h, vocab_size, device
         self.table = PairTable(device)
-        self.experts = [ExpertState(False, h.dc_sharp_orders), ExpertState(True, h.dc_document_orders)]
+        self.orders, self.open_document = (h.dc_sharp_orders, h.dc_document_orders), 0  # global, document
         initial = torch.tensor([0.4, 2.4, -2.2], dtype=torch.float64, device=device)  # d .6, b 2.5, e .1
-        self.escapes = [initial.repeat(expert.orders + 1, 1).requires_grad_() for expert in self.experts]
+        self.escapes = [initial.repeat(orders + 1, 1).requires_grad_() for orders in self.orders]
         self.optimizer = torch.optim.Adam(self.escapes, lr=h.dc_gate_lr)
         self.chunk_index, self.next_start, self.documents_before, self.features, self.last_keys = 0, 0, 0, None, None
 
     def first_context(self, tokens: Tensor, row: int, empty: Tensor) -> Tensor:
-        """(1,) the id of position 0's context of order row-1 in the stream's first chunk: the empty
-        pair's entry, the entry of the pair (empty context, tokens[0]), or for longer contexts (they
-        read before the stream) ids of their own. A later chunk's first position takes its carried key."""
+        """(1,) the id of the first chunk's position-0 context of order row-1: the empty pair's entry, the
+        pair (empty context, tokens[0])'s, or one of its own for a longer one (later chunks carry keys)."""
         if self.next_start or row > 2:
             return torch.tensor([ROOT + 1 + row], device=self.device)
         return empty if row == 1 else self.table.find(finalize(empty * self.vocab_size + tokens[:1].to(self.device)))[2]
@@ -2234,11 +2215,11 @@ class SharpExperts:
         if start != self.next_start or not start < end < tokens.numel():
             raise ValueError(f"chunks must tile the stream in order: got [{start}, {end}), "
                              f"expected start {self.next_start}")
-        chunk, stats = ChunkPairs(self, tokens, start, end, self.documents_before), []
-        for expert in self.experts:
-            counted, pending = chunk.statistics(expert, self.table)
-            chunk.update(expert, self.table, pending)
-            stats.append(counted.double())
+        chunk, stats = ChunkPairs(self, tokens, start, end), []
+        for per_document in (False, True):
+            counted, pending = chunk.statistics(self, per_document)
+            chunk.update(self, per_document, pending)
+            stats.append(counted)
         self.documents_before = int(chunk.documents[-1])  # the BOS count of tokens[:end]
         with torch.no_grad():
             logprobs = self.logprobs(stats)
@@ -2289,7 +2270,7 @@ class TokenGate:
 
 def gate_features(n: int, network_stats: dict | None, expert_features: Tensor | None, device) -> Tensor:
     """(n, F) float64: a bias, the network's entropy (nats / 9) and top probability (zeros without
-    network statistics), then the experts' own features (sharp experts only)."""
+    network statistics), the sharp experts' own features."""
     stats = network_stats or {key: torch.zeros(n) for key in ("entropy", "top_prob")}
     columns = [torch.ones(n, device=device), stats["entropy"].to(device) / 9, stats["top_prob"].to(device)]
     extra = [] if expert_features is None else [expert_features]
@@ -2323,8 +2304,7 @@ class DualClock:
 
     def mix_chunk(self, tokens: Tensor, start: int, end: int, neural_nll: Tensor,
                   network_stats: dict | None = None) -> tuple[Tensor, Tensor]:
-        """Score targets [start, end) with the experts, mix with the network, then update.
-        Returns the (n, 1+experts) component log-probs and the (n,) mixed log-probs."""
+        """(n, 1+experts) component and (n,) mixed log-probs of targets [start, end); then update."""
         logprobs = torch.cat([-neural_nll.to(torch.float64).unsqueeze(1),
                               self.bank.score_and_update(tokens, start, end)], dim=1)
         features = gate_features(logprobs.shape[0], network_stats, getattr(self.bank, "features", None), self.device)
@@ -2357,8 +2337,7 @@ class DualClock:
 
 
 def ppm_logprobs(tokens: Tensor, h: Hyperparameters, chunk_tokens: int) -> Tensor:
-    """(len(tokens)-1, 2) float64: the global and local experts' log-prob of tokens[i+1] given
-    tokens[:i+1], chunk by chunk (targets [c*C, (c+1)*C) form chunk c), as evaluation runs."""
+    """(len(tokens)-1, 2) float64 global and local log-probs of tokens[i+1], chunk by chunk as evaluation runs."""
     bank = expert_bank(h, h.vocab_size, tokens.device)
     return torch.cat([bank.score_and_update(tokens, start, end)
                       for start, end in chunk_bounds(tokens.numel() - 1, chunk_tokens)])
@@ -2366,8 +2345,7 @@ def ppm_logprobs(tokens: Tensor, h: Hyperparameters, chunk_tokens: int) -> Tenso
 
 def mix_logprobs(tokens: Tensor, neural_nll: Tensor, h: Hyperparameters, chunk_tokens: int,
                  network_stats: dict | None = None) -> tuple[Tensor, FixedShareMixer]:
-    """The mixed log-prob of every target (float64) and the final mixer, from the network's
-    per-target NLL, through the per-chunk code evaluation runs (DualClock.mix_chunk)."""
+    """Every target's mixed log-prob (float64) and the final mixer, through DualClock.mix_chunk."""
     clock = DualClock(h, h.vocab_size, tokens.device)
     mixed = []
     for start, end in chunk_bounds(tokens.numel() - 1, chunk_tokens):
