@@ -1904,7 +1904,7 @@ class FixedShareMixer:
 # pair that ends it), escapes from the number of distinct continuations, learned score-first.
 
 SPLITMIX = (_as_int64(0xBF58476D1CE4E5B9), _as_int64(0x94D049BB133111EB))
-TABLE_MAX_LOAD = 0.75
+TABLE_MAX_LOAD, SLOT_BYTES = 0.75, 24  # a slot: key, packed counts, entry number, document index
 EMPTY = -1 << 63  # the empty slot; finalize() gives it only to a value >= 2^63, never a pair's (< 2^54)
 ROOT = 1 << 40  # ROOT·V: the empty pair; entry numbers stay below 2^31; ROOT + 1 + k: position 0's contexts
 PROBE_WINDOW, PROBE_SWITCH = 32, 1024  # slots a key reads per probing round once at most PROBE_SWITCH are left
@@ -2016,7 +2016,7 @@ class PairTable:
         self.document_add(moved.index_select(0, document[0][1:]), unpack(document[1][1:]))
 
     def nbytes(self) -> int:
-        return self.keys.numel() * 24 + self.document_slots.numel() * 16  # keys, counts, entries, index
+        return self.keys.numel() * SLOT_BYTES + self.document_slots.numel() * 16
 
 
 class Runs:
@@ -2077,8 +2077,7 @@ class ChunkPairs:
         self.start, self.carried = start, int(start > 0)
         first, vocab_size, table = start - self.carried, experts.vocab_size, experts.table
         following = tokens[first + 1:end + 1].to(experts.device)  # each position's target
-        # Row r holds each position's pair of order r-1; row 0 the empty pair (the empty context of
-        # the next position): the order-k context at p is the pair (p-1, k-1), named by its entry.
+        # Row r: each position's pair of order r-1 (0: the empty pair); the order-k context at p is pair (p-1, k-1).
         keys = following.new_empty(experts.h.dc_sharp_orders + 2, following.numel())
         table.reserve(keys.numel() + 1)  # before the first find: every slot found below stays valid
         pairs, rows, found = torch.full_like(following, ROOT * vocab_size), [], []

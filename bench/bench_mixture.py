@@ -45,6 +45,7 @@ CONFIGURATIONS = [  # (row name, environment); the defaults are the last group's
     ("sharp experts + gate, DC_SHARP_ORDERS=8", {"DC_SHARP_ORDERS": "8"}),
     ("sharp experts + gate, DC_GATE_STEPS=3", {"DC_GATE_STEPS": "3"}),
     ("sharp experts + gate, escapes fixed", {"DC_ESCAPE_STEPS": "0"}),
+    ("sharp experts + gate, document expert orders 0..6", {"DC_DOCUMENT_ORDERS": "6"}),
 ]
 
 
@@ -53,15 +54,15 @@ def bits_per_byte(nats: float, total_bytes: float) -> float:
 
 
 def projected_bytes(bank) -> float:
-    """Table bytes for the FineWeb validation stream: the sharp global table grows with the stream
-    (entries per token measured here, power-of-two capacity at most TABLE_MAX_LOAD full, 20 bytes
-    a slot); the open document's entries stay as measured; the hashed tables have a fixed size."""
+    """Table bytes for the FineWeb validation stream: the sharp table grows with the stream (entries
+    per token measured here, power-of-two capacity at most TABLE_MAX_LOAD full, SLOT_BYTES a slot);
+    the open document's entries stay as measured; the hashed tables have a fixed size."""
     if not isinstance(bank, tg.SharpExperts):
         return bank.table_bytes()
     table = bank.table
     entries = table.size / (bank.next_start + 1) * VALIDATION_TOKENS
-    document = table.nbytes() - table.keys.numel() * 20
-    return 2 ** math.ceil(math.log2(entries / tg.TABLE_MAX_LOAD)) * 20 + document
+    document = table.nbytes() - table.keys.numel() * tg.SLOT_BYTES
+    return 2 ** math.ceil(math.log2(entries / tg.TABLE_MAX_LOAD)) * tg.SLOT_BYTES + document
 
 
 def run_configuration(env: dict, network: dict) -> dict:
