@@ -2001,6 +2001,8 @@ class PairTable:
         self.document_values = torch.zeros(1, dtype=torch.long, device=self.device)
 
     def _grow(self, needed: int) -> None:
+        if needed >= 1 << 31:  # entry numbers are int32
+            raise ValueError(f"DualClock pair table: {needed:,} entries, more than 2^31")
         capacity = self.keys.numel()
         while needed > TABLE_MAX_LOAD * capacity:
             capacity *= 2
@@ -2138,8 +2140,7 @@ class ChunkPairs:
 
     def update(self, experts: "SharpExperts", per_document: bool, pending: tuple) -> None:
         """Add the chunk's counts; a document expert keeps only the next target's document."""
-        columns, slot, values = pending
-        table = experts.table
+        (columns, slot, values), table = pending, experts.table
         if not per_document:
             return table.add(slot, values)
         keep = (self.documents.index_select(0, columns) == self.next_document).nonzero().squeeze(1)
