@@ -18,20 +18,26 @@ Contents (the order a run executes them; `grep -n '^# [A-Z]' train_gpt.py`):
 """
 from __future__ import annotations
 
+import ast
 import base64
 import contextlib
+import copy
 import dataclasses
+import functools
 import glob
 import hashlib
 import io
+import itertools
 import json
 import lzma
 import math
 import os
 import platform
 import struct
+import tempfile
 import time
 import uuid
+import zlib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Iterator, Mapping
@@ -161,12 +167,14 @@ class Hyperparameters:
     dc_hash: str = "mixed"  # legacy: published low-bit buckets; mixed: top bits (measured: corrected mode wins)
     dc_local_reset: str = "doc"  # chunk (published) | doc: at each BOS in the context | none
     dc_experts: str = "sharp"  # hashed: the published buckets (DC_HASH..); sharp: exact contexts, learned escapes
-    dc_sharp_orders: int = 6  # sharp global expert: contexts of 0..N tokens
+    dc_sharp_orders: int = 3  # sharp global expert: contexts of 0..N tokens
     dc_document_orders: int = 3  # sharp document expert: contexts of 0..N tokens (N <= DC_SHARP_ORDERS)
     dc_mixer: str = "gate"  # fixed_share (published, per chunk) | gate: per-token weights learned score-first
     dc_gate_steps: int = 20  # Adam steps per scored chunk for the gate
-    dc_escape_steps: int = 3  # Adam steps per scored chunk for the sharp experts' escapes
-    dc_gate_lr: float = 0.1  # their Adam learning rate
+    dc_gate_lr: float = 0.1  # its Adam learning rate
+    dc_escape_steps: int = 1  # Adam steps per scored chunk for the sharp experts' escapes
+    dc_escape_lr: float = 0.5  # their Adam learning rate
+    dc_escape_sample_tokens: int = 1024  # positions they learn from: the first of the gate's sample (at most)
     dc_gate_sample_tokens: int = 4096  # positions of the chunk drawn for those steps
 
     @classmethod
@@ -178,11 +186,7 @@ class Hyperparameters:
         if unknown:
             raise ValueError(f"unknown environment variable(s) {unknown}: not a field of Hyperparameters "
                              f"(typo? the variable is the field name in upper case)")
-        values = {}
-        for upper, f in names.items():
-            if upper in env:
-                values[f.name] = _parse_field(f, env[upper])
-        h = cls(**values)
+        h = cls(**{f.name: _parse_field(f, env[upper]) for upper, f in names.items() if upper in env})
         h.validate()
         return h
 
@@ -203,6 +207,8 @@ class Hyperparameters:
             (self.dc_mixer in ("fixed_share", "gate"), "DC_MIXER must be fixed_share or gate"),
             (1 <= self.dc_document_orders <= self.dc_sharp_orders <= 16,
              "need 1 <= DC_DOCUMENT_ORDERS <= DC_SHARP_ORDERS <= 16"),
+            (self.dc_escape_sample_tokens >= 1 and self.dc_gate_sample_tokens >= 1,
+             "DC_ESCAPE_SAMPLE_TOKENS and DC_GATE_SAMPLE_TOKENS must be at least 1"),
             (all(b > 0 and b & (b - 1) == 0 for b in (self.dc_buckets_g, self.dc_buckets_l)),
              "DC_BUCKETS_G and DC_BUCKETS_L must be powers of two"),
             (len(self.dc_prior) == 3 and abs(sum(self.dc_prior) - 1) < 1e-6, "DC_PRIOR must be 3 weights summing to 1"),
@@ -218,18 +224,13 @@ class Hyperparameters:
 
 def _parse_field(f: dataclasses.Field, text: str):
     kind = f.type if isinstance(f.type, str) else f.type.__name__
+    parsers = {"int": int, "float": float, "tuple": lambda t: tuple(float(x) for x in t.split(","))}
     try:
         if kind == "bool":
             if text not in ("0", "1"):
                 raise ValueError("booleans are 0 or 1")
             return text == "1"
-        if kind == "int":
-            return int(text)
-        if kind == "float":
-            return float(text)
-        if kind == "tuple":
-            return tuple(float(x) for x in text.split(","))
-        return text
+        return parsers.get(kind, str)(text)
     except ValueError as e:
         raise ValueError(f"{f.name.upper()}={text!r}: cannot parse as {kind} ({e})") from None
 
@@ -285,18 +286,14 @@ def setup_runtime(h: Hyperparameters, env: Mapping[str, str] | None = None) -> R
     want_cuda = h.device == "cuda" or (h.device == "auto" and torch.cuda.is_available())
     if want_cuda and not torch.cuda.is_available():
         raise RuntimeError("DEVICE=cuda but torch.cuda.is_available() is False")
+    device = torch.device("cuda", local_rank) if want_cuda else torch.device("cpu")
     if want_cuda:
-        device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    else:
-        device = torch.device("cpu")
     if distributed and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if want_cuda else "gloo", device_id=device if want_cuda else None)
-    attn_impl = h.attn_impl
-    if attn_impl == "auto":
-        attn_impl = "fa3" if (want_cuda and HAS_FA3) else "sdpa"
+    attn_impl = ("fa3" if want_cuda and HAS_FA3 else "sdpa") if h.attn_impl == "auto" else h.attn_impl
     if attn_impl == "fa3" and not (want_cuda and HAS_FA3):
         raise RuntimeError("ATTN_IMPL=fa3 needs CUDA and the flash_attn_interface package")
     return Runtime(device=device, rank=rank, local_rank=local_rank, world_size=world_size,
@@ -349,8 +346,7 @@ def read_shard_header(path: str | Path) -> int:
 
 def load_shard(path: str | Path, mmap: bool = True) -> np.ndarray:
     num_tokens = read_shard_header(path)
-    mode = "r" if mmap else None
-    if mode:
+    if mmap:
         return np.memmap(path, dtype="<u2", mode="r", offset=SHARD_HEADER_INTS * 4, shape=(num_tokens,))
     return np.fromfile(path, dtype="<u2", offset=SHARD_HEADER_INTS * 4, count=num_tokens)
 
@@ -413,10 +409,9 @@ class TrainLoader:
             self.plans.append(list(starts))
 
     def _next_window(self) -> np.ndarray:
-        left = np.array([len(p) for p in self.plans], dtype=np.float64)
-        if left.sum() == 0:
+        if not any(self.plans):
             self._new_epoch()
-            left = np.array([len(p) for p in self.plans], dtype=np.float64)
+        left = np.array([len(p) for p in self.plans], dtype=np.float64)
         shard_index = int(self.rng.choice(len(self.plans), p=left / left.sum()))
         start = int(self.plans[shard_index].pop())
         return self.shards[shard_index][start:start + self.seq_len + 1]
@@ -471,8 +466,7 @@ def rotary_tables(seq_len: int, rope_dims: int, base: float, train_seq_len: int,
 def apply_partial_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     """Rotate the first 2·cos.size(-1) dims of each head of x (B, T, H, D); keep the rest."""
     half = cos.size(-1)
-    rotated, rest = x[..., :2 * half], x[..., 2 * half:]
-    x1, x2 = rotated[..., :half], rotated[..., half:]
+    x1, x2, rest = x[..., :half], x[..., half:2 * half], x[..., 2 * half:]
     cos, sin = cos[None, :, None, :].to(x.dtype), sin[None, :, None, :].to(x.dtype)
     out = torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
     return torch.cat((out, rest), dim=-1)
@@ -672,8 +666,7 @@ def newton_schulz(gradient: Tensor, steps: int) -> Tensor:
     a, b, c = NEWTON_SCHULZ_COEFFICIENTS
     x = gradient.bfloat16() if gradient.is_cuda else gradient.float()
     transposed = x.size(0) > x.size(1)
-    if transposed:
-        x = x.T
+    x = x.T if transposed else x
     x = x / (x.norm() + 1e-7)  # spectral norm <= Frobenius norm <= 1: inside the basin
     for _ in range(steps):
         gram = x @ x.T
@@ -700,10 +693,9 @@ class Muon(torch.optim.Optimizer):
             params = [p for p in group["params"] if p.grad is not None]
             updates = [torch.zeros_like(p) for p in params] if world_size > 1 else [None] * len(params)
             for i, p in enumerate(params):
-                state = self.state[p]
-                if "momentum_buffer" not in state:
-                    state["momentum_buffer"] = torch.zeros_like(p)
-                buffer = state["momentum_buffer"]
+                if "momentum_buffer" not in self.state[p]:
+                    self.state[p]["momentum_buffer"] = torch.zeros_like(p)
+                buffer = self.state[p]["momentum_buffer"]
                 buffer.mul_(group["momentum"]).add_(p.grad)
                 if i % world_size != rank:
                     continue
@@ -722,8 +714,7 @@ class Muon(torch.optim.Optimizer):
 
 @dataclass
 class Optimizers:
-    """The three parameter families and their optimizers; `base_lr` is kept per group so
-    the schedule can scale it."""
+    """Muon and AdamW stepped together; each group keeps `base_lr` for the schedule to scale."""
     muon: Muon
     adam: torch.optim.AdamW
 
@@ -782,17 +773,14 @@ class Logger:
             self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def __call__(self, line: str) -> None:
-        if not self.enabled:
-            return
-        print(line, flush=True)
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(line + "\n")
+        if self.enabled:
+            print(line, flush=True)
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(line + "\n")
 
     def fields(self, event: str | None = None, **values) -> None:
-        parts = [event] if event else []
-        for key, value in values.items():
-            parts.append(f"{key}:{value:.8g}" if isinstance(value, float) else f"{key}:{value}")
-        self(" ".join(parts))
+        parts = [f"{k}:{v:.8g}" if isinstance(v, float) else f"{k}:{v}" for k, v in values.items()]
+        self(" ".join([event] + parts if event else parts))
 
 
 def lr_scale(progress: float, h: Hyperparameters) -> float:
@@ -850,8 +838,7 @@ def train_step(model: GPT, step_fn: Callable, optimizers: Optimizers, loader: Tr
         torch.nn.utils.clip_grad_norm_(model.parameters(), h.grad_clip_norm)
     optimizers.step()
     optimizers.zero_grad()
-    mean_loss = all_reduce(total / grad_accum_steps, runtime) / runtime.world_size
-    return float(mean_loss)
+    return float(all_reduce(total / grad_accum_steps, runtime) / runtime.world_size)
 
 
 def warm_up_and_restore(model: GPT, step_fn: Callable, optimizers: Optimizers, loader: TrainLoader,
@@ -861,7 +848,7 @@ def warm_up_and_restore(model: GPT, step_fn: Callable, optimizers: Optimizers, l
     if h.warmup_steps <= 0:
         return
     model_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    optimizer_states = [clone_state(o.state_dict()) for o in optimizers.all()]
+    optimizer_states = [copy.deepcopy(o.state_dict()) for o in optimizers.all()]
     for looping in (False, True) if h.num_loops > 0 else (False,):
         model.looping = looping
         for _ in range(h.warmup_steps):
@@ -871,15 +858,6 @@ def warm_up_and_restore(model: GPT, step_fn: Callable, optimizers: Optimizers, l
     for optimizer, state in zip(optimizers.all(), optimizer_states):
         optimizer.load_state_dict(state)
     loader.reset()
-
-
-def clone_state(state):
-    """Deep copy of an optimizer state_dict (tensors cloned, containers rebuilt)."""
-    if isinstance(state, dict):
-        return {k: clone_state(v) for k, v in state.items()}
-    if isinstance(state, list):
-        return [clone_state(v) for v in state]
-    return state.clone() if isinstance(state, Tensor) else state
 
 
 class EMA:
@@ -892,8 +870,7 @@ class EMA:
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         current = model.state_dict()
-        names = list(self.state)
-        torch._foreach_lerp_([self.state[k] for k in names], [current[k].float() for k in names], 1 - self.decay)
+        torch._foreach_lerp_(list(self.state.values()), [current[k].float() for k in self.state], 1 - self.decay)
 
     def apply_to(self, model: nn.Module) -> None:
         model.load_state_dict({**model.state_dict(), **self.state})
@@ -952,11 +929,10 @@ SMALL_TENSOR_MAX_NUMEL = 65_536  # tensors this small (scales, gains, mixes) sta
 
 def collect_hessians(model: nn.Module, batches: Iterator[Tensor], runtime: Runtime) -> dict[str, Tensor]:
     """H = E[xᵀx] (fp32, (in, in)) of the input of every nn.Linear, keyed by its weight's
-    state_dict name; for the tied embedding (`tok_emb.weight`) the input of the head, i.e. the
-    output of `model.final_norm`. Each batch is a LongTensor (B, T+1); the model runs
-    `model.loss(batch[:, :-1], batch[:, 1:])`. Pass the eager (uncompiled) module: hooks key
-    on its module names. A module run several times per forward (depth recurrence) counts
-    every call. Sums and token counts are all-reduced, so every rank returns the same H."""
+    state_dict name; for the tied embedding (`tok_emb.weight`) the head's input, the output of
+    `model.final_norm`. Batches are (B, T+1) token ids. Pass the eager (uncompiled) module:
+    hooks key on its module names. A module run several times per forward (depth recurrence)
+    counts every call. Sums and token counts are all-reduced: every rank returns the same H."""
     sums: dict[str, Tensor] = {}
     counts: dict[str, int] = {}
 
@@ -968,11 +944,8 @@ def collect_hessians(model: nn.Module, batches: Iterator[Tensor], runtime: Runti
         sums[key].addmm_(x.T, x)
         counts[key] += x.shape[0]
 
-    handles = []
-    for name, module in model.named_modules():
-        if isinstance(module, nn.Linear):
-            key = f"{name}.weight"
-            handles.append(module.register_forward_hook(lambda _m, inputs, _out, key=key: accumulate(key, inputs[0])))
+    handles = [module.register_forward_hook(lambda _m, inputs, _out, key=f"{name}.weight": accumulate(key, inputs[0]))
+               for name, module in model.named_modules() if isinstance(module, nn.Linear)]
     if hasattr(model, "final_norm"):
         handles.append(model.final_norm.register_forward_hook(
             lambda _m, _inputs, output: accumulate(EMBEDDING_KEY, output)))
@@ -984,21 +957,13 @@ def collect_hessians(model: nn.Module, batches: Iterator[Tensor], runtime: Runti
     finally:
         for handle in handles:
             handle.remove()
-    return _average_hessians(sums, counts, runtime)
-
-
-def _average_hessians(sums: dict[str, Tensor], counts: dict[str, int], runtime: Runtime) -> dict[str, Tensor]:
-    """Sum over ranks, then divide by the total token count; keys in sorted order so every
-    rank issues the same collectives."""
+    # Sum over ranks, then divide by the total token count; keys sorted so every rank issues the same collectives.
     keys = sorted(sums)
     if not keys:
         return {}
     device = sums[keys[0]].device
     totals = all_reduce(torch.tensor([counts[k] for k in keys], dtype=torch.float64, device=device), runtime)
-    hessians = {}
-    for key, total in zip(keys, totals.tolist()):
-        hessians[key] = all_reduce(sums[key], runtime) / total
-    return hessians
+    return {key: all_reduce(sums[key], runtime) / total for key, total in zip(keys, totals.tolist())}
 
 
 def sdclip_scale(weight: Tensor, bits: int, clip_sigmas: float) -> Tensor:
@@ -1013,15 +978,6 @@ def round_to_nearest(weight: Tensor, scale: Tensor, bits: int) -> Tensor:
     """Plain rounding with the given fp16 per-row scales: int8 (rows, cols) in [-r, r]."""
     max_int = 2 ** (bits - 1) - 1
     return torch.clamp(torch.round(weight.float() / scale.float()[:, None]), -max_int, max_int).to(torch.int8)
-
-
-def _upper_cholesky_of_inverse(hessian: Tensor) -> Tensor:
-    """U with H⁻¹ = UᵀU (upper triangular). Row i of U, divided by U[i, i], is how the error of
-    column i spreads over the later columns. Factorized in fp64 (cheap at these sizes), where
-    rounding cannot make the damped H look indefinite."""
-    lower = torch.linalg.cholesky(hessian.double())
-    inverse = torch.cholesky_inverse(lower)
-    return torch.linalg.cholesky(inverse, upper=True).to(hessian.dtype)
 
 
 def gptq_quantize(weight: Tensor, hessian: Tensor, bits: int, clip_sigmas: float,
@@ -1041,7 +997,9 @@ def gptq_quantize(weight: Tensor, hessian: Tensor, bits: int, clip_sigmas: float
     # Quantize the columns with the largest input energy first (their error matters most).
     order = torch.argsort(torch.diagonal(H), descending=True, stable=True)
     W, H = W[:, order], H[order][:, order]
-    U = _upper_cholesky_of_inverse(H)  # (cols, cols)
+    # U (cols, cols) with H⁻¹ = UᵀU, upper triangular: row i / U[i, i] spreads column i's error
+    # over the later columns. fp64 (cheap here), where rounding cannot make the damped H indefinite.
+    U = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H.double())), upper=True).to(H.dtype)
     ints = torch.zeros_like(W)
     cols = W.shape[1]
     for start in range(0, cols, block_size):
@@ -1147,7 +1105,6 @@ def serialize_quantized(quantized: Mapping[str, dict]) -> bytes:
     are stored as int8: brotli squeezes out the spare bits better than bit-packing does
     (3.38 against 3.82 bits per value, measured on a Gaussian 512x1024 int6 matrix)."""
     import brotli
-    import zlib
 
     items, chunks = [], []
     for name, entry in quantized.items():
@@ -1170,7 +1127,6 @@ def serialize_quantized(quantized: Mapping[str, dict]) -> bytes:
 def deserialize_quantized(blob: bytes) -> dict[str, dict]:
     """Exact inverse of serialize_quantized; ValueError for a truncated or corrupt blob."""
     import brotli
-    import zlib
 
     try:
         raw = byte_unshuffle(brotli.decompress(blob))
@@ -1202,10 +1158,7 @@ def deserialize_quantized(blob: bytes) -> dict[str, dict]:
 
 
 def write_atomic(path: str | Path, data: bytes) -> None:
-    """Write to a temporary file beside `path`, fsync, then rename over `path`: readers see
-    the old file or the complete new one, never a partial write."""
-    import tempfile
-
+    """Temporary file beside `path`, fsync, rename over it: readers never see a partial write."""
     path = Path(path)
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -1228,8 +1181,6 @@ def save_checkpoint_atomic(obj, path: str | Path) -> None:
 
 def strip_source(source: str) -> str:
     """The same program without comments (ast drops them), docstrings or blank lines."""
-    import ast
-
     tree = ast.parse(source)
     for node in ast.walk(tree):
         if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
@@ -1259,9 +1210,7 @@ def code_bytes_of(source_path: str | Path) -> int:
     """Code bytes of the script that ran: its own size if it is a packed copy (first line
     PACKED_MARKER), else the size of the packed copy a record would ship."""
     data = Path(source_path).read_bytes()
-    if data.startswith(PACKED_MARKER.encode()):
-        return len(data)
-    return len(pack_source(data.decode("utf-8")).encode())
+    return len(data) if data.startswith(PACKED_MARKER.encode()) else len(pack_source(data.decode("utf-8")).encode())
 
 
 def artifact_accounting(code_bytes: int, model_bytes: int, limit: int) -> dict[str, int]:
@@ -1293,9 +1242,6 @@ class ByteTables:
         count = self.base_bytes[target] + (self.leading_space[target] & ~self.is_boundary[previous]).long()
         return count.double()
 
-    def to(self, device) -> "ByteTables":
-        return ByteTables(*(t.to(device) for t in (self.base_bytes, self.leading_space, self.is_boundary)))
-
 
 def load_tokenizer(path: str, vocab_size: int):
     import sentencepiece as spm  # only needed for BPB tables; not an import-time dependency
@@ -1311,8 +1257,7 @@ def load_tokenizer(path: str, vocab_size: int):
 def build_byte_tables(processor) -> ByteTables:
     size = processor.vocab_size()
     base = torch.zeros(size, dtype=torch.int64)
-    leading = torch.zeros(size, dtype=torch.bool)
-    boundary = torch.zeros(size, dtype=torch.bool)
+    leading, boundary = torch.zeros(size, dtype=torch.bool), torch.zeros(size, dtype=torch.bool)
     for token in range(size):
         if processor.is_control(token) or processor.is_unknown(token) or processor.is_unused(token):
             boundary[token] = True
@@ -1427,13 +1372,10 @@ def evaluate_windows(name: str, model: GPT, tokens: Tensor, tables: ByteTables, 
 
 def chunk_windows(windows: list[tuple[int, int]], chunk_tokens: int) -> list[list[tuple[int, int]]]:
     """Group windows by the chunk of their first scored target (order kept)."""
-    chunks: list[list[tuple[int, int]]] = []
+    chunks: dict[int, list[tuple[int, int]]] = {}
     for window in windows:
-        index = window[1] // chunk_tokens
-        while len(chunks) <= index:
-            chunks.append([])
-        chunks[index].append(window)
-    return [c for c in chunks if c]
+        chunks.setdefault(window[1] // chunk_tokens, []).append(window)
+    return [chunks[index] for index in sorted(chunks)]
 
 
 def train_on_chunk(model: GPT, optimizer: torch.optim.Optimizer, tokens: Tensor, first_target: int,
@@ -1900,25 +1842,18 @@ class FixedShareMixer:
         self.weights = (1 - self.share) * posterior + self.share * self.prior
 
 
-# Sharp experts (issue 5): exact contexts, no hashing (a context is named by the entry number of the
-# pair that ends it), escapes from the number of distinct continuations, learned score-first.
+# Sharp experts (issue 5): exact contexts, no hashing (a context is named by the entry number of the pair
+# that ends it), escapes from the number of distinct continuations, learned score-first.
 
-SPLITMIX = (_as_int64(0xBF58476D1CE4E5B9), _as_int64(0x94D049BB133111EB))
 TABLE_MAX_LOAD, SLOT_BYTES = 0.75, 24  # a slot: key, packed counts, entry number, document index
-EMPTY = -1 << 63  # the empty slot; finalize() gives it only to a value >= 2^63, never a pair's (< 2^54)
+EMPTY = -1  # the empty slot; every key (context name)·V + token is >= 0
 ROOT = 1 << 40  # ROOT·V: the empty pair; entry numbers stay below 2^31; ROOT + 1 + k: position 0's contexts
 PROBE_WINDOW, PROBE_SWITCH = 32, 1024  # slots a key reads per probing round once at most PROBE_SWITCH are left
+TABLE_BUDGET_BYTES = 8 << 30  # per GPU: the table is sized for a stream's worst case up to this, once
 
 
 def shift_right(x: Tensor, bits: int) -> Tensor:
     return (x >> bits) & ((1 << (64 - bits)) - 1)  # logical shift of int64
-
-
-def finalize(x: Tensor) -> Tensor:
-    """splitmix64's finalizer: every output bit depends on every input bit."""
-    x = (x ^ shift_right(x, 30)) * SPLITMIX[0]
-    x = (x ^ shift_right(x, 27)) * SPLITMIX[1]
-    return x ^ shift_right(x, 31)
 
 
 def pack(values: Tensor) -> Tensor:  # (m, 2) counts below 2^31 -> (m,) first + second·2^32: sums stay packed
@@ -1930,46 +1865,58 @@ def unpack(packed: Tensor) -> Tensor:
 
 
 class PairTable:
-    """Both sharp experts' counts. Global: mixed int64 keys (not EMPTY) -> two packed counts and an
-    entry number, linear probing from the key's top bits (sorted keys read it in order), at most
-    TABLE_MAX_LOAD full. The open document's: a sparse set over the same slots (document_index[slot]
-    points into document_slots / document_values, valid where they agree), emptied in O(1)."""
+    """Both sharp experts' counts. Global: keys (context name)·V + token -> two packed counts and an entry
+    number (0, 1, .. in order of insertion: the name a longer pair's key holds), linear probing from the top
+    bits of key·HASH_MUL, at most TABLE_MAX_LOAD full. The open document's: a sparse set over the same
+    slots (document_index[slot] points into document_slots / document_values, valid where they agree),
+    emptied in O(1)."""
 
     def __init__(self, device: torch.device, capacity: int = 1 << 12):
         self.device, self.size = device, 0
         self.keys = torch.full((capacity,), EMPTY, dtype=torch.long, device=device)
         self.values = torch.zeros(capacity, dtype=torch.long, device=device)
-        self.entries = torch.zeros(capacity, dtype=torch.int32, device=device)  # 0, 1, .. in order of insertion
+        self.entries = torch.zeros(capacity, dtype=torch.int32, device=device)
         self.document_index = torch.zeros(capacity, dtype=torch.int32, device=device)
         self.clear_document()
 
     def find(self, keys: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """(slot, (len, 2) counts, entry) of distinct keys, probing together; absent keys get counts 0
-        and the next entry numbers, in the order of `keys` (whatever slot races decide)."""
+        """(slot, (len, 2) counts, entry) of distinct keys >= 0; absent ones are inserted with counts 0 and
+        the next entry numbers, in the order of `keys`. A read-only probe stops at the key or at the empty
+        slot that ends its cluster; absent keys claim those slots, one writer wins a slot, the others
+        probe on to the next empty one. Slots found since the last reserve() stay valid."""
         self.reserve(keys.numel())
-        mask, slot = self.keys.numel() - 1, shift_right(keys, 65 - self.keys.numel().bit_length())  # top bits
-        inserted = torch.zeros_like(keys, dtype=torch.bool)
-        probing, wanted, at = torch.arange(keys.numel(), device=keys.device), keys, slot.clone()
-        while probing.numel():
-            if probing.numel() > PROBE_SWITCH:  # read one slot
-                occupant = self.keys.index_select(0, at)
-            else:  # read PROBE_WINDOW slots; go to the first that holds the key or is empty, else the last
-                window = (at.unsqueeze(1) + torch.arange(PROBE_WINDOW, device=at.device)) & mask
-                occupant = self.keys.index_select(0, window.view(-1)).view(window.shape)
-                stop = (occupant == wanted.unsqueeze(1)) | (occupant == EMPTY)
-                first = torch.where(stop.any(1, keepdim=True), stop.int().argmax(1, keepdim=True), PROBE_WINDOW - 1)
-                at, occupant = window.gather(1, first).squeeze(1), occupant.gather(1, first).squeeze(1)
-            empty = occupant == EMPTY
-            self.keys.scatter_(0, at, torch.where(empty, wanted, occupant))  # one writer wins a slot
-            done = self.keys.index_select(0, at) == wanted
-            slot.scatter_(0, probing, at)
-            inserted.scatter_(0, probing, done & empty)
-            going = (~done).nonzero().squeeze(1)
-            probing, wanted, at = probing[going], wanted[going], (at[going] + 1) & mask
-        new = slot[inserted]
+        slot = self._probe(keys, self._home(keys), absent=False)
+        absent = (self.keys.index_select(0, slot) != keys).nonzero().squeeze(1)
+        pending, at = absent, slot.index_select(0, absent)
+        while pending.numel():
+            wanted = keys.index_select(0, pending)
+            self.keys.scatter_(0, at, wanted)
+            slot.index_copy_(0, pending, at)
+            lost = (self.keys.index_select(0, at) != wanted).nonzero().squeeze(1)
+            pending, at = pending.index_select(0, lost), at.index_select(0, lost) + 1 & self.keys.numel() - 1
+            at = self._probe(keys.index_select(0, pending), at, absent=True)
+        new = slot.index_select(0, absent)
         self.entries.index_copy_(0, new, torch.arange(new.numel(), dtype=torch.int32, device=new.device) + self.size)
         self.size += new.numel()
         return slot, unpack(self.values.index_select(0, slot)), self.entries.index_select(0, slot).long()
+
+    def _probe(self, wanted: Tensor, at: Tensor, absent: bool) -> Tensor:
+        """Per key, the first slot from `at` on that is empty or (unless `absent`) holds the key."""
+        slot, probing, mask = at.clone(), torch.arange(at.numel(), device=at.device), self.keys.numel() - 1
+        while probing.numel():
+            if probing.numel() > PROBE_SWITCH:  # read one slot
+                occupant = self.keys.index_select(0, at)
+                stop = (occupant == EMPTY) if absent else (occupant == wanted) | (occupant == EMPTY)
+            else:  # read PROBE_WINDOW slots; go to the first that stops, else past the last
+                window = (at.unsqueeze(1) + torch.arange(PROBE_WINDOW, device=at.device)) & mask
+                occupant = self.keys.index_select(0, window.view(-1)).view(window.shape)
+                stops = (occupant == EMPTY) if absent else (occupant == wanted.unsqueeze(1)) | (occupant == EMPTY)
+                stop = stops.any(1)
+                at = window.gather(1, torch.where(stop, stops.int().argmax(1), PROBE_WINDOW - 1).unsqueeze(1))[:, 0]
+            slot.index_copy_(0, probing, at)
+            going = (~stop).nonzero().squeeze(1)
+            probing, wanted, at = probing[going], wanted[going], at[going] + 1 & mask
+        return slot
 
     def reserve(self, count: int) -> None:  # room for `count` more keys: slots found after it stay valid
         if self.size + count > TABLE_MAX_LOAD * self.keys.numel():
@@ -2001,21 +1948,33 @@ class PairTable:
         self.document_values = torch.zeros(1, dtype=torch.long, device=self.device)
 
     def _grow(self, needed: int) -> None:
+        """Move every pair to a larger table without probing: sorted by their new homes, pairs fill the
+        slots from each home on (slot_i = i + max over j <= i of home_j - j); the few that would run past
+        the end wrap around through find."""
         if needed >= 1 << 31:  # entry numbers are int32
             raise ValueError(f"DualClock pair table: {needed:,} entries, more than 2^31")
         capacity = self.keys.numel()
         while needed > TABLE_MAX_LOAD * capacity:
             capacity *= 2
         used = (self.keys != EMPTY).nonzero().squeeze(1)
-        keys, values, entries = (x.index_select(0, used) for x in (self.keys, self.values, self.entries))
         document = self.document_slots, self.document_values
         moved = torch.full_like(self.keys, -1)
+        keys, values, entries = (x.index_select(0, used) for x in (self.keys, self.values, self.entries))
         self.__init__(self.device, capacity)
-        slot = self.find(keys)[0]
-        self.values.index_copy_(0, slot, values)
-        self.entries.index_copy_(0, slot, entries)
-        moved.index_copy_(0, used, slot)  # old slot -> new slot, for the document's entries
+        home, order = torch.sort(self._home(keys), stable=True)
+        position = torch.arange(keys.numel(), device=keys.device)
+        slot = position + torch.cummax(home - position, 0).values
+        fits = slot < capacity
+        self.keys.index_copy_(0, slot[fits], keys.index_select(0, order[fits]))
+        slot[~fits] = self.find(keys.index_select(0, order[~fits]))[0]
+        self.size = keys.numel()
+        self.values.index_copy_(0, slot, values.index_select(0, order))
+        self.entries.index_copy_(0, slot, entries.index_select(0, order))
+        moved.index_copy_(0, used.index_select(0, order), slot)  # old slot -> new slot, for the document's entries
         self.document_add(moved.index_select(0, document[0][1:]), unpack(document[1][1:]))
+
+    def _home(self, keys: Tensor) -> Tensor:  # the top bits of key·HASH_MUL: the slot a key's probe starts at
+        return shift_right(keys * HASH_MUL, 65 - self.keys.numel().bit_length())
 
     def nbytes(self) -> int:
         return self.keys.numel() * SLOT_BYTES + self.document_slots.numel() * 16
@@ -2023,130 +1982,148 @@ class PairTable:
 
 class Runs:
     """Equal keys grouped into runs in stream order by one stable sort (split where `segments` change):
-    a key's count of earlier equal keys is its rank in its run (the prefix-rank counter, SPEC §7.2)."""
+    a key's count of earlier equal keys is its rank in its run (the prefix-rank counter, SPEC §7.2).
+    order: sorted index -> key; run_sorted: the run of each sorted key; per run its length, start (sorted
+    index of its first key) and first (that key); per key its run_of and rank."""
 
-    def __init__(self, sorted_keys: Tensor, order: Tensor, starts: Tensor):
-        self.sorted_keys, self.order, self.starts = sorted_keys, order, starts
-        self.run_sorted = starts.long().cumsum(0) - 1  # the run of each sorted key
-        self.length = torch.bincount(self.run_sorted)
-        self.start = self.length.cumsum(0) - self.length  # sorted index of each run's first key
-        rank = torch.arange(order.numel(), device=order.device) - self.start.index_select(0, self.run_sorted)
-        self.run_of = torch.empty_like(rank).scatter_(0, order, self.run_sorted)  # per key, stream order
+    def __init__(self, order: Tensor, run_sorted: Tensor, length: Tensor, run_of: Tensor | None = None):
+        self.order, self.run_sorted, self.length = order, run_sorted, length
+        self.start = length.cumsum(0) - length
+        self.first = order.index_select(0, self.start)
+        rank = torch.arange(order.numel(), device=order.device) - self.start.index_select(0, run_sorted)
         self.rank = torch.empty_like(rank).scatter_(0, order, rank)
-        self.unique, self.first = sorted_keys.index_select(0, self.start), order.index_select(0, self.start)
+        self.run_of = torch.empty_like(rank).scatter_(0, order, run_sorted) if run_of is None else run_of
 
-    @classmethod
-    def of(cls, keys: Tensor) -> "Runs":
-        order = torch.sort(keys, stable=True).indices
-        sorted_keys = keys.index_select(0, order)
-        starts = torch.ones_like(sorted_keys, dtype=torch.bool)
-        torch.ne(sorted_keys[1:], sorted_keys[:-1], out=starts[1:])
-        return cls(sorted_keys, order, starts)
+    @staticmethod
+    def sort(keys: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(order, run_sorted, length, the distinct keys in sorted order) of keys."""
+        sorted_keys, order = torch.sort(keys, stable=True)
+        distinct, run_sorted, length = torch.unique_consecutive(sorted_keys, return_inverse=True, return_counts=True)
+        return order, run_sorted, length, distinct
 
-    @classmethod
-    def concatenate(cls, rows: list["Runs"]) -> "Runs":
-        """The runs of rows of equal length laid end to end (keys of different rows never equal)."""
-        joined, keys, runs = cls.__new__(cls), [k * rows[0].order.numel() for k in range(len(rows))], [0]
-        for row in rows[:-1]:
-            runs.append(runs[-1] + row.length.numel())
-        for name, offset in (("sorted_keys", None), ("starts", None), ("length", None), ("rank", None), ("unique", None),
-                             ("order", keys), ("start", keys), ("first", keys), ("run_sorted", runs), ("run_of", runs)):
-            setattr(joined, name, torch.cat([getattr(row, name) if offset is None else getattr(row, name) + offset[k]
-                                             for k, row in enumerate(rows)]))
-        return joined
+    def prefix(self, keys: int, runs: int) -> "Runs":
+        """The runs of the first `keys` keys, when they are exactly the first `runs` runs."""
+        prefix = Runs.__new__(Runs)
+        prefix.__dict__ = {name: value[:runs if name in ("length", "start", "first") else keys] for name, value in vars(self).items()}
+        return prefix
 
-    def split(self, segments: Tensor) -> "Runs":
-        sorted_segments = segments.index_select(0, self.order)
-        starts = self.starts.clone()
-        starts[1:] |= sorted_segments[1:] != sorted_segments[:-1]
-        return Runs(self.sorted_keys, self.order, starts)
+    def split(self, segments: Tensor, lowest: Tensor) -> "Runs":
+        """Runs split where the nondecreasing `segments` (per key, >= lowest, below lowest + 2^32) change."""
+        combined = (self.run_sorted << 32) + segments.index_select(0, self.order) - lowest
+        _, run_sorted, length = torch.unique_consecutive(combined, return_inverse=True, return_counts=True)
+        return Runs(self.order, run_sorted, length)
 
     def sums(self, values: Tensor) -> tuple[Tensor, Tensor]:
         """Per key, the sum of `values` over the earlier keys of its run; per run, its total."""
         sorted_values = values.index_select(0, self.order)
         inclusive = sorted_values.cumsum(0)
-        before = inclusive.index_select(0, self.start) - sorted_values.index_select(0, self.start)
-        earlier = inclusive - sorted_values - before.index_select(0, self.run_sorted)
+        exclusive = inclusive - sorted_values
+        before = exclusive.index_select(0, self.start)
+        earlier = exclusive - before.index_select(0, self.run_sorted)
         total = inclusive.index_select(0, self.start + self.length - 1) - before
         return torch.empty_like(earlier).scatter_(0, self.order, earlier), total
 
 
 class ChunkPairs:
-    """Targets [start, end) as the sharp experts read them: pair keys (K+2, m) of positions first..end-1
-    (first = start - 1 after the first chunk: counted already, it takes continuations) and documents."""
+    """Targets [start, end) as the sharp experts read them: the pairs (rows K+2, m positions) of positions
+    first..end-1 (first = start - 1 after the first chunk: counted already, it takes continuations),
+    grouped into runs row by row, and their documents. Row r: each position's pair of order r-1 (row 0:
+    the empty pair); the order-k context at p is pair (p-1, k-1), so a row's pairs are named by the runs
+    of the row before: its sort keys are chunk-local, (run of the context)·V + token, in 32 bits."""
 
     def __init__(self, experts: "SharpExperts", tokens: Tensor, start: int, end: int):
         self.start, self.carried = start, int(start > 0)
         first, vocab_size, table = start - self.carried, experts.vocab_size, experts.table
         following = tokens[first + 1:end + 1].to(experts.device)  # each position's target
-        # Row r: each position's pair of order r-1 (0: the empty pair); the order-k context at p is pair (p-1, k-1).
-        keys = following.new_empty(experts.h.dc_sharp_orders + 2, following.numel())
-        table.reserve(keys.numel() + 1)  # before the first find: every slot found below stays valid
-        pairs, rows, found = torch.full_like(following, ROOT * vocab_size), [], []
-        for row in range(len(keys)):
-            if row:
-                pairs = torch.cat([experts.first_context(tokens, row, empty), entry[:-1]]) * vocab_size + following
-            keys[row] = finalize(pairs)  # one-to-one: distinct pairs, distinct keys
-            if self.carried:  # the previous chunk's last position, as it was then
-                keys[row, 0] = experts.last_keys[row]
-            rows.append(Runs.of(keys[row]))
-            found.append(table.find(rows[-1].unique))
-            entry = found[-1][2].index_select(0, rows[-1].run_of)
-            empty = found[0][2]  # the empty pair's entry: the id of the empty context
-        self.keys, self.row_runs, self.runs = keys, rows, Runs.concatenate(rows)
+        self.rows, self.m = experts.h.dc_sharp_orders + 2, following.numel()
+        table.reserve(self.rows * self.m + 1)  # before the first find: every slot found below stays valid
+        local = following.to(torch.int32 if (self.m + 1) * vocab_size < 1 << 31 else torch.long)
+        # A row's names: the entry numbers of its runs' pairs. Row 0 is one run, the empty pair: the first
+        # pair the table ever holds (entry 0), found along with row 1.
+        names = empty = torch.zeros(1, dtype=torch.long, device=following.device)
+        run_of, found = torch.zeros_like(following), []
+        parts, orders = [(following.new_tensor([self.m]), run_of, run_of)], [torch.arange(self.m, device=following.device)]
+        for row in range(1, self.rows):
+            # Position 0's context: the previous chunk's, or the stream's first; is it one of this chunk's?
+            known = torch.cat([names, experts.last_keys[row:row + 1] // vocab_size if self.carried
+                               else experts.first_context(tokens, row, empty)])
+            match = names == known[-1]
+            position0 = torch.where(match.any(), match.int().argmax(), names.numel()).view(1)
+            context = torch.cat([position0, run_of[:-1]]).to(local.dtype)
+            order, run_sorted, length, distinct = Runs.sort(context * vocab_size + local)
+            run_of = torch.empty_like(order).scatter_(0, order, run_sorted)
+            keys = known.index_select(0, distinct // vocab_size) * vocab_size + distinct % vocab_size
+            if row == 1:
+                keys = torch.cat([keys.new_full((1,), ROOT * vocab_size), keys])
+            found.append(table.find(keys))  # (slot, stored counts, entry) per run
+            names = found[-1][2][row == 1:]
+            parts.append((length, run_sorted, run_of))
+            orders.append(order)
         self.slot, self.stored = torch.cat([f[0] for f in found]), torch.cat([f[1] for f in found])
-        experts.last_keys = keys[:, -1]  # the next chunk's first position
-        context = tokens[first:end + 1].to(keys.device)
+        self.run_offsets = [0, *itertools.accumulate(p[0].numel() for p in parts)]  # each row's first run, and the end
+        self.runs = Runs(torch.cat([o + r * self.m for r, o in enumerate(orders)]),
+                         torch.cat([p[1] + self.run_offsets[r] for r, p in enumerate(parts)]),
+                         torch.cat([p[0] for p in parts]),
+                         torch.cat([p[2] + self.run_offsets[r] for r, p in enumerate(parts)]))
+        experts.last_keys = table.keys.index_select(0, self.slot.index_select(0, self.runs.run_of.view(self.rows, self.m)[:, -1]))
+        context = tokens[first:end + 1].to(following.device)
         is_bos = context == BOS_ID
         documents = experts.documents_before - int(is_bos[0]) * self.carried + is_bos.long().cumsum(0)
         self.documents, self.next_document = documents[:-1], int(documents[-1])  # per position; of end
         self.bos, self.next_is_bos = is_bos[:-1], bool(is_bos[-1])  # contexts that end at a BOS
         # Position 0's contexts are no position's pairs (nor, in a document expert, the document's first
         # position's): the empty one, and an equal order-1 context, get their count and continuation by hand.
-        here, later = slice(self.carried, None), torch.arange(start, end, device=keys.device) > 0
+        here, later = slice(self.carried, None), torch.arange(start, end, device=following.device) > 0
         repeats, first_document = (context[:-1] == tokens[0])[here] & later, int(tokens[0] == BOS_ID)
         self.by_hand = {False: torch.stack([later, repeats]),
                         True: torch.stack([later & ~self.bos[here], repeats & (self.documents[here] == first_document)])}
 
     def statistics(self, experts: "SharpExperts", per_document: bool) -> tuple[Tensor, tuple]:
         """(3, K+1, n) c, N, T of each target's pairs and contexts before it, and the update's input."""
-        rows, m, runs = experts.orders[per_document] + 2, self.keys.shape[1], self.runs
+        rows, m, runs = experts.orders[per_document] + 2, self.m, self.runs
         if per_document:  # its orders are the first rows of the global expert's
-            base = Runs.concatenate(self.row_runs[:rows]) if rows < len(self.row_runs) else self.runs
-            runs = base.split(self.documents.repeat(rows))
+            base = runs.prefix(rows * m, self.run_offsets[rows])
+            runs = base.split(self.documents.repeat(rows), self.documents[0])
             columns = runs.first % m
-            slot = self.slot.index_select(0, base.run_of.index_select(0, runs.first))
-            counted = self.documents.index_select(0, columns) == experts.open_document
-            stored = experts.table.document_counts(slot) * counted.unsqueeze(1)
+            slot = lambda wanted: self.slot.index_select(0, base.run_of.index_select(0, runs.first.index_select(0, wanted)))
+            run_documents = self.documents.index_select(0, columns)
+            counted = run_documents == experts.open_document  # only the open document's runs have counts
+            open_runs = counted.nonzero().squeeze(1)
+            stored = self.stored.new_zeros(columns.numel(), 2).index_copy_(
+                0, open_runs, experts.table.document_counts(slot(open_runs)))
             already = counted & (columns < self.carried)  # the carried position's pairs, counted
         else:
-            slot, stored, columns = self.slot, self.stored, runs.first % m
+            stored, columns, run_documents, slot = self.stored, runs.first % m, None, None
             already = columns < self.carried
         count = ((stored[:, 0] - already.long()).index_select(0, runs.run_of) + runs.rank).view(rows, m)
         new = count == 0
-        continuations = torch.zeros_like(count)  # a new pair (p+1, k+1) continues pair (p, k)
-        continuations[:-1, :-1] = new[1:, 1:] & ~self.bos[1:] if per_document else new[1:, 1:]
-        earlier, added = runs.sums(continuations.view(-1))
-        distinct = (stored[:, 1].index_select(0, runs.run_of) + earlier).view(rows, m)
+        # A new pair (p+1, k+1) continues pair (p, k); the last row's continuations (T) serve no context.
+        continuations = torch.zeros_like(count[:-1])
+        continuations[:, :-1] = new[1:, 1:] & ~self.bos[1:] if per_document else new[1:, 1:]
+        head = runs.prefix((rows - 1) * m, int(runs.run_sorted[(rows - 1) * m - 1]) + 1)
+        earlier, added = head.sums(continuations.view(-1))
+        distinct = (stored[:added.numel(), 1].index_select(0, head.run_of) + earlier).view(rows - 1, m)
         if not self.carried:  # the stream's first position has no position before it
             count, distinct = F.pad(count, (1, 0)), F.pad(distinct, (1, 0))
         here, n = slice(self.carried, None), m - self.carried
         stats = count.new_empty(3, rows - 1, n, dtype=torch.float64)
         stats[0] = count[1:, 1:]
-        for row, value in ((1, count), (2, distinct)):  # N(i, k) = c(i-1, k-1), T likewise, same document
-            stats[row] = value[:-1, :n] * ~self.bos[here] if per_document else value[:-1, :n]
+        for row, value in ((1, count[:-1]), (2, distinct)):  # N(i, k) = c(i-1, k-1), T likewise, same document
+            stats[row] = value[:, :n] * ~self.bos[here] if per_document else value[:, :n]
             stats[row, :2] += self.by_hand[per_document]
-        return stats, (columns, slot, torch.stack([runs.length - already.long(), added], 1))
+        added = F.pad(added, (0, runs.length.numel() - added.numel()))
+        return stats, (torch.stack([runs.length - already.long(), added], 1), run_documents, slot)
 
     def update(self, experts: "SharpExperts", per_document: bool, pending: tuple) -> None:
-        """Add the chunk's counts; a document expert keeps only the next target's document."""
-        (columns, slot, values), table = pending, experts.table
+        """Add the chunk's counts (per run; a document expert's runs: their documents and slot finder);
+        a document expert keeps only the next target's document."""
+        (values, run_documents, slot), table = pending, experts.table
         if not per_document:
-            return table.add(slot, values)
-        keep = (self.documents.index_select(0, columns) == self.next_document).nonzero().squeeze(1)
+            return table.add(self.slot, values)
+        keep = (run_documents == self.next_document).nonzero().squeeze(1)
         if self.next_document != experts.open_document:  # the document begins in this chunk
             table.clear_document()
-        table.document_add(slot.index_select(0, keep), values.index_select(0, keep))
+        table.document_add(slot(keep), values.index_select(0, keep))
         experts.open_document = self.next_document
 
 
@@ -2160,15 +2137,14 @@ def escape_chain(stats: Tensor, escapes: Tensor, base: Tensor) -> Tensor:
     keep, add = ((discount + weight) * distinct + constant) * inverse, (count - discount).clamp_min(0) * inverse
     q = base
     for order in range(len(keep)):
-        q = add[order] + keep[order] * q
+        q = torch.addcmul(add[order], keep[order], q)
     return q
 
 
 def expert_features(stats: Tensor) -> Tensor:
     """(n, 4) context-only: top order with a seen context (in [0, 1]), its log count, distinct share, T = 1."""
     orders = stats.shape[1]
-    rank = (stats[1] > 0) * torch.arange(1, orders + 1, device=stats.device).unsqueeze(1)
-    top = (rank.amax(0, keepdim=True) - 1).clamp_min(0)  # (1, n)
+    top = ((stats[1] > 0).sum(0, keepdim=True) - 1).clamp_min(0)  # (1, n): seen contexts nest, shortest first
     total, distinct = stats[1].gather(0, top)[0], stats[2].gather(0, top)[0]
     return torch.stack([top[0] / max(orders - 1, 1), torch.log1p(total) / 8, distinct / total.clamp_min(1),
                         (distinct == 1).double()], 1)
@@ -2182,10 +2158,10 @@ def adam_steps(optimizer: torch.optim.Optimizer, loss_function: Callable[[], Ten
         optimizer.step()
 
 
-def chunk_sample(n: int, chunk_index: int, h: Hyperparameters, device: torch.device) -> Tensor:
-    """DC_GATE_SAMPLE_TOKENS positions of a scored chunk to learn from, the same on every rank."""
-    generator = torch.Generator().manual_seed(chunk_index)
-    return torch.randperm(n, generator=generator)[:h.dc_gate_sample_tokens].to(device)
+@functools.lru_cache(maxsize=2)  # the experts and the gate learn from the same sample of each chunk
+def chunk_sample(n: int, chunk_index: int, count: int, device: torch.device) -> Tensor:
+    """`count` positions of a scored chunk to learn from, the same on every rank."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(chunk_index))[:count].to(device)
 
 
 class SharpExperts:
@@ -2200,7 +2176,7 @@ class SharpExperts:
         self.orders, self.open_document = (h.dc_sharp_orders, h.dc_document_orders), 0  # global, document
         initial = torch.tensor([0.4, 2.4, -2.2], dtype=torch.float64, device=device)  # d .6, b 2.5, e .1
         self.escapes = [initial.repeat(orders + 1, 1).requires_grad_() for orders in self.orders]
-        self.optimizer = torch.optim.Adam(self.escapes, lr=h.dc_gate_lr)
+        self.optimizer = torch.optim.Adam(self.escapes, lr=h.dc_escape_lr)
         self.chunk_index, self.next_start, self.documents_before, self.features, self.last_keys = 0, 0, 0, None, None
 
     def first_context(self, tokens: Tensor, row: int, empty: Tensor) -> Tensor:
@@ -2208,13 +2184,22 @@ class SharpExperts:
         pair (empty context, tokens[0])'s, or one of its own for a longer one (later chunks carry keys)."""
         if self.next_start or row > 2:
             return torch.tensor([ROOT + 1 + row], device=self.device)
-        return empty if row == 1 else self.table.find(finalize(empty * self.vocab_size + tokens[:1].to(self.device)))[2]
+        return empty if row == 1 else self.table.find(empty * self.vocab_size + tokens[:1].to(self.device))[2]
+
+    def stream_entries(self, targets: int) -> int:
+        """Entries to make room for before a stream's first chunk, within TABLE_BUDGET_BYTES: half the most
+        there can be (one new pair per target and order); text measures 0.3-0.5 of it. A table sized once
+        does not move during the stream; one that needs more doubles (cheaply: _grow does not probe)."""
+        largest = 1 << (TABLE_BUDGET_BYTES // SLOT_BYTES).bit_length() - 1
+        return min((self.orders[0] + 1) * targets // 2 + 2, int(TABLE_MAX_LOAD * largest))
 
     def score_and_update(self, tokens: Tensor, start: int, end: int) -> Tensor:
         """(n, 2) float64 log-probs of targets [start, end); then the tables and escapes learn them."""
         if start != self.next_start or not start < end < tokens.numel():
             raise ValueError(f"chunks must tile the stream in order: got [{start}, {end}), "
                              f"expected start {self.next_start}")
+        if start == 0:
+            self.table.reserve(self.stream_entries(tokens.numel() - 1))
         chunk, stats = ChunkPairs(self, tokens, start, end), []
         for per_document in (False, True):
             counted, pending = chunk.statistics(self, per_document)
@@ -2224,7 +2209,8 @@ class SharpExperts:
         with torch.no_grad():
             logprobs = self.logprobs(stats)
         self.features = torch.cat([expert_features(s) for s in stats], 1)
-        sample = chunk_sample(end - start, self.chunk_index, self.h, self.device)
+        sample = chunk_sample(end - start, self.chunk_index, self.h.dc_gate_sample_tokens, self.device)
+        sample = sample[:self.h.dc_escape_sample_tokens]
         sampled = [s.view(-1, s.shape[2]).gather(1, sample.expand(s.shape[0] * s.shape[1], -1)).view(3, -1, len(sample))
                    for s in stats]
         adam_steps(self.optimizer, lambda: -self.logprobs(sampled).sum(1).mean(), self.h.dc_escape_steps)
@@ -2262,7 +2248,7 @@ class TokenGate:
             return self._mixture(logprobs, features).clamp_min(math.log(MIXTURE_FLOOR))
 
     def update(self, logprobs: Tensor, features: Tensor) -> None:
-        sample = chunk_sample(logprobs.shape[0], self.chunk_index, self.h, self.device)
+        sample = chunk_sample(logprobs.shape[0], self.chunk_index, self.h.dc_gate_sample_tokens, self.device)
         logprobs, features = logprobs.index_select(0, sample), features.index_select(0, sample)
         adam_steps(self.optimizer, lambda: -self._mixture(logprobs, features).mean(), self.h.dc_gate_steps)
         self.chunk_index += 1
@@ -2375,9 +2361,10 @@ def log_header(h: Hyperparameters, runtime: Runtime, log: Logger) -> None:
                compile=int(runtime.compile), autocast=str(runtime.autocast_dtype or "fp32").replace("torch.", ""))
 
 
-def log_eval(log: Logger, result: EvalResult) -> None:
+def log_eval(log: Logger, result: EvalResult) -> EvalResult:
     log.fields(eval=result.name, val_loss=result.val_loss, val_bpb=result.val_bpb,
                eval_time_ms=round(result.eval_time_ms), tokens=result.tokens)
+    return result
 
 
 def calibration_batches(loader: TrainLoader, h: Hyperparameters, runtime: Runtime) -> Iterator[Tensor]:
@@ -2423,14 +2410,11 @@ def load_artifact_model(h: Hyperparameters, runtime: Runtime) -> GPT:
 
 def evaluate_artifact(h: Hyperparameters, runtime: Runtime, log: Logger, val_tokens: Tensor,
                       tables: ByteTables) -> tuple[EvalResult, float]:
-    """Plain, sliding and score-first TTT (+ DualClock) on the reloaded artifact; returns the
-    scoring result and the total evaluation time in ms."""
+    """Plain, sliding and score-first TTT (+ DualClock) on the reloaded artifact: (scoring result, total ms)."""
     model = load_artifact_model(h, runtime)
-    results = [evaluate_windows("quantized", model, val_tokens, tables, h.eval_seq_len, h, runtime)]
-    log_eval(log, results[-1])
+    results = [log_eval(log, evaluate_windows("quantized", model, val_tokens, tables, h.eval_seq_len, h, runtime))]
     if h.sliding_window_enabled:
-        results.append(evaluate_windows("sliding", model, val_tokens, tables, h.eval_stride, h, runtime))
-        log_eval(log, results[-1])
+        results.append(log_eval(log, evaluate_windows("sliding", model, val_tokens, tables, h.eval_stride, h, runtime)))
     if h.ttt_enabled:
         hooks = [DualClock(h, h.vocab_size, runtime.device)] if h.dc_enabled else []
         recorder = NetworkPassRecorder() if h.eval_dump_path else None
@@ -2491,6 +2475,7 @@ def main() -> None:
     runtime = setup_runtime(h)
     try:
         run(h, runtime, Logger(h, runtime))
+        runtime.barrier()  # no rank closes its connections while another still finishes a collective
     finally:
         if runtime.distributed and dist.is_initialized():
             dist.destroy_process_group()

@@ -29,9 +29,10 @@ import train_gpt as tg  # noqa: E402
 from bench.bench_ppm import synthetic_stream  # noqa: E402
 
 PHASES = [  # (row name, owner, attribute)
-    ("chunk keys: per-order sort, find, entries", tg.ChunkPairs, "__init__"),
-    ("  table find-or-insert (8 calls)", tg.PairTable, "find"),
-    ("  per-order sort and runs", tg.Runs, "of"),
+    ("chunk pairs: per-order sort, find, runs", tg.ChunkPairs, "__init__"),
+    ("  table find-or-insert (one call per row)", tg.PairTable, "find"),
+    ("  per-order sort", tg.Runs, "sort"),
+    ("  table growth (when it happens)", tg.PairTable, "_grow"),
     ("statistics (both experts)", tg.ChunkPairs, "statistics"),
     ("  document runs (split)", tg.Runs, "split"),
     ("  run sums (continuations)", tg.Runs, "sums"),

@@ -33,6 +33,7 @@ def test_every_field_parses_from_its_upper_case_name():
     ({"DC_BUCKETS_G": "3000"}, "powers of two"),
     ({"DC_SHARP_ORDERS": "0"}, "DC_SHARP_ORDERS"),
     ({"DC_DOCUMENT_ORDERS": "7"}, "DC_DOCUMENT_ORDERS <= DC_SHARP_ORDERS"),
+    ({"DC_ESCAPE_SAMPLE_TOKENS": "0"}, "DC_ESCAPE_SAMPLE_TOKENS"),
 ])
 def test_bad_settings_are_rejected(env, message):
     with pytest.raises(ValueError, match=message):

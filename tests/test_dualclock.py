@@ -440,8 +440,8 @@ def test_pair_table_agrees_with_dictionaries_through_growth_collisions_and_docum
     generator = torch.Generator().manual_seed(14)
     for step in range(30):
         # Keys differing only in low bits and runs of neighbours crowd the same slots.
-        keys = torch.cat([(torch.randint(0, 64, (20,), generator=generator) << 40) - (1 << 62),
-                          torch.randint(0, 1 << 62, (20,), generator=generator), torch.arange(step * 5, step * 5 + 9)])
+        keys = torch.cat([torch.randint(0, 64, (20,), generator=generator) << 40,
+                          torch.randint(0, 1 << 54, (20,), generator=generator), torch.arange(step * 5, step * 5 + 9)])
         keys = keys.unique()
         values = torch.randint(0, 5, (keys.numel(), 2), generator=generator) << torch.tensor([0, 24])
         slot, counts, entries = table.find(keys)  # may grow the table: counts and entries move along
@@ -469,30 +469,41 @@ def test_pair_table_agrees_with_dictionaries_through_growth_collisions_and_docum
     assert table.keys.numel() > 64  # it did grow
 
 
-def test_no_pair_key_can_be_the_empty_marker():
-    """finalize() is one-to-one; the one value it maps to EMPTY is >= 2^63, and every pair value
-    (context id)·V + token is below (ROOT + 18)·V < 2^54, so no key is ever EMPTY."""
-    mask, multipliers = (1 << 64) - 1, [c % (1 << 64) for c in tg.SPLITMIX]
-
-    def undo_xorshift(y, shift):
-        x = y
-        for _ in range(64 // shift + 1):
-            x = y ^ (x >> shift)
-        return x
-
-    x = undo_xorshift(tg.EMPTY % (1 << 64), 31)
-    x = undo_xorshift(x * pow(multipliers[1], -1, 1 << 64) & mask, 27)
-    x = undo_xorshift(x * pow(multipliers[0], -1, 1 << 64) & mask, 30)
-    assert tg.finalize(torch.tensor([x - (1 << 64) if x >> 63 else x])).item() == tg.EMPTY
-    assert x >= 1 << 63 > (tg.ROOT + 18) * 8192
+def test_pair_keys_are_exact_pair_values_and_never_the_empty_marker():
+    """A key is (context name)·V + token: an entry number (< 2^31) or ROOT + 1 + k (k <= 17) times the
+    largest vocabulary, plus a token, stays far below 2^63 and is >= 0, while EMPTY is negative."""
+    assert tg.EMPTY < 0 and (tg.ROOT + 18) * 65536 < 1 << 63
+    h = sharp_config(dc_sharp_orders=6, dc_document_orders=2)
+    experts = tg.SharpExperts(h, h.vocab_size, torch.device("cpu"))
+    tokens = make_stream(400, h.vocab_size, seed=23)
+    for start, end in tg.chunk_bounds(399, 50):
+        experts.score_and_update(tokens, start, end)
+    keys = experts.table.keys[experts.table.keys != tg.EMPTY]
+    assert keys.numel() == experts.table.size and bool((keys >= 0).all())
+    names = keys // h.vocab_size  # every context name is an entry number or one of the fixed roots
+    assert bool(((names < experts.table.size) | (names >= tg.ROOT)).all())
 
 
-def test_pair_keys_keep_distinct_pairs_apart():
-    """finalize is one-to-one (xor-shifts and odd multipliers are invertible mod 2^64): no two of a
-    million pair values that differ in one low or one high bit share a key."""
-    values = torch.randint(0, 1 << 62, (500_000,), generator=torch.Generator().manual_seed(22))
-    values = torch.cat([values, values ^ 1, values ^ (1 << 61)]).unique()
-    assert tg.finalize(values).unique().numel() == values.numel()
+def test_grown_table_keeps_the_linear_probing_invariant():
+    """Growth places pairs by sorting their new homes (no probing): every key must sit at or after its
+    home with no empty slot in between (else find would stop early), wrapping keys included."""
+    table = tg.PairTable(torch.device("cpu"), capacity=64)
+    generator = torch.Generator().manual_seed(24)
+    candidates = torch.randint(0, 1 << 50, (100_000,), generator=generator).unique()
+    last = candidates[tg.shift_right(candidates * tg.HASH_MUL, 54) >= 1020][:12]  # homes 1020..1023 of 1024
+    keys = torch.cat([last, candidates[:28]])  # the twelve crowd four slots at the end: some wrap around
+    table.find(keys)
+    table.reserve(400)  # grows from 64 to 1024 slots
+    assert table.keys.numel() == 1024
+    more = torch.randint(0, 1 << 50, (300,), generator=generator).unique()
+    slot, counts, entries = table.find(torch.cat([keys, more]))
+    assert torch.equal(table.keys[slot], torch.cat([keys, more])) and table.size == keys.numel() + more.numel()
+    assert torch.equal(entries[:keys.numel()], torch.arange(keys.numel()))  # the old pairs kept their names
+    capacity, occupied = table.keys.numel(), table.keys != tg.EMPTY
+    for key, at in zip(table.keys[occupied].tolist(), occupied.nonzero().squeeze(1).tolist()):
+        home = table._home(torch.tensor([key])).item()
+        gap = [(home + i) % capacity for i in range((at - home) % capacity)]
+        assert all(occupied[s] for s in gap), (key, home, at)
 
 
 def network_pass(length: int, vocab: int, seed: int) -> torch.Tensor:
