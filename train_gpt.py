@@ -172,10 +172,10 @@ class Hyperparameters:
     dc_mixer: str = "gate"  # fixed_share (published, per chunk) | gate: per-token weights learned score-first
     dc_gate_steps: int = 20  # Adam steps per scored chunk for the gate
     dc_gate_lr: float = 0.1  # its Adam learning rate
+    dc_gate_sample_tokens: int = 4096  # positions of each scored chunk drawn for its steps
     dc_escape_steps: int = 1  # Adam steps per scored chunk for the sharp experts' escapes
     dc_escape_lr: float = 0.5  # their Adam learning rate
     dc_escape_sample_tokens: int = 1024  # positions they learn from: the first of the gate's sample (at most)
-    dc_gate_sample_tokens: int = 4096  # positions of the chunk drawn for those steps
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Hyperparameters":
