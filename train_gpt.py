@@ -1984,15 +1984,19 @@ class Runs:
     """Equal keys grouped into runs in stream order by one stable sort (split where `segments` change):
     a key's count of earlier equal keys is its rank in its run (the prefix-rank counter, SPEC §7.2).
     order: sorted index -> key; run_sorted: the run of each sorted key; per run its length, start (sorted
-    index of its first key) and first (that key); per key its run_of and rank."""
+    index of its first key) and first (that key); run_of, per key in stream order, where it is known."""
 
     def __init__(self, order: Tensor, run_sorted: Tensor, length: Tensor, run_of: Tensor | None = None):
-        self.order, self.run_sorted, self.length = order, run_sorted, length
+        self.order, self.run_sorted, self.length, self.run_of = order, run_sorted, length, run_of
         self.start = length.cumsum(0) - length
         self.first = order.index_select(0, self.start)
-        rank = torch.arange(order.numel(), device=order.device) - self.start.index_select(0, run_sorted)
-        self.rank = torch.empty_like(rank).scatter_(0, order, rank)
-        self.run_of = torch.empty_like(rank).scatter_(0, order, run_sorted) if run_of is None else run_of
+
+    def in_stream_order(self, per_run: Tensor, per_sorted_key: Tensor) -> Tensor:
+        """Per key in stream order: its run's value plus its own (given in sorted order)."""
+        return torch.empty_like(per_sorted_key).scatter_(0, self.order, per_run.index_select(0, self.run_sorted) + per_sorted_key)
+
+    def rank(self) -> Tensor:  # per sorted key, the number of earlier keys of its run
+        return torch.arange(self.order.numel(), device=self.order.device) - self.start.index_select(0, self.run_sorted)
 
     @staticmethod
     def sort(keys: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -2004,7 +2008,8 @@ class Runs:
     def prefix(self, keys: int, runs: int) -> "Runs":
         """The runs of the first `keys` keys, when they are exactly the first `runs` runs."""
         prefix = Runs.__new__(Runs)
-        prefix.__dict__ = {name: value[:runs if name in ("length", "start", "first") else keys] for name, value in vars(self).items()}
+        prefix.__dict__ = {name: None if value is None else value[:runs if name in ("length", "start", "first") else keys]
+                           for name, value in vars(self).items()}
         return prefix
 
     def split(self, segments: Tensor, lowest: Tensor) -> "Runs":
@@ -2014,14 +2019,14 @@ class Runs:
         return Runs(self.order, run_sorted, length)
 
     def sums(self, values: Tensor) -> tuple[Tensor, Tensor]:
-        """Per key, the sum of `values` over the earlier keys of its run; per run, its total."""
+        """Per sorted key, the sum of `values` (in stream order) over the earlier keys of its run; per
+        run, its total."""
         sorted_values = values.index_select(0, self.order)
         inclusive = sorted_values.cumsum(0)
         exclusive = inclusive - sorted_values
         before = exclusive.index_select(0, self.start)
-        earlier = exclusive - before.index_select(0, self.run_sorted)
         total = inclusive.index_select(0, self.start + self.length - 1) - before
-        return torch.empty_like(earlier).scatter_(0, self.order, earlier), total
+        return exclusive - before.index_select(0, self.run_sorted), total
 
 
 class ChunkPairs:
@@ -2095,14 +2100,14 @@ class ChunkPairs:
         else:
             stored, columns, run_documents, slot = self.stored, runs.first % m, None, None
             already = columns < self.carried
-        count = ((stored[:, 0] - already.long()).index_select(0, runs.run_of) + runs.rank).view(rows, m)
+        count = runs.in_stream_order(stored[:, 0] - already.long(), runs.rank()).view(rows, m)
         new = count == 0
         # A new pair (p+1, k+1) continues pair (p, k); the last row's continuations (T) serve no context.
         continuations = torch.zeros_like(count[:-1])
         continuations[:, :-1] = new[1:, 1:] & ~self.bos[1:] if per_document else new[1:, 1:]
         head = runs.prefix((rows - 1) * m, int(runs.run_sorted[(rows - 1) * m - 1]) + 1)
         earlier, added = head.sums(continuations.view(-1))
-        distinct = (stored[:added.numel(), 1].index_select(0, head.run_of) + earlier).view(rows - 1, m)
+        distinct = head.in_stream_order(stored[:added.numel(), 1], earlier).view(rows - 1, m)
         if not self.carried:  # the stream's first position has no position before it
             count, distinct = F.pad(count, (1, 0)), F.pad(distinct, (1, 0))
         here, n = slice(self.carried, None), m - self.carried

@@ -11,8 +11,8 @@ anchor (7-Zip) on the same validation text.
 
     python bench/bench_mixture.py --pass bench/out/network_pass.pt
 
-One thread (the CPU is shared); timings are wall-clock on this machine and noisy: the PPM pass is timed
-three times per configuration and the best run counts (the first run in a process is the slowest).
+One thread (the CPU is shared); timings are wall-clock on this machine and noisy: the PPM passes are
+timed in PPM_ROUNDS rounds over all configurations in turn, and each one's best round counts.
 """
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ CONFIGURATIONS = [  # (row name, environment); the defaults are the last group's
     ("sharp experts + gate, 3 escape steps", {"DC_ESCAPE_STEPS": "3"}),
     ("sharp experts + gate, DC_GATE_STEPS=3", {"DC_GATE_STEPS": "3"}),
 ]
-PPM_REPEATS = 3  # the PPM pass's throughput is the best of this many runs (the first run of a process is slow)
+PPM_ROUNDS = 5  # the PPM pass's throughput: the best of this many rounds over all configurations in turn
 
 
 def bits_per_byte(nats: float, total_bytes: float) -> float:
@@ -70,14 +70,22 @@ def projected_bytes(bank) -> float:
     return 2 ** math.ceil(math.log2(entries / tg.TABLE_MAX_LOAD)) * tg.SLOT_BYTES + document
 
 
-def run_configuration(env: dict, network: dict) -> dict:
+def ppm_speeds(tokens: torch.Tensor) -> list[float]:
+    """Tokens per second of each configuration's PPM pass, side by side: PPM_ROUNDS rounds that each
+    run every configuration once, the best round of each counting (this machine has slow spells)."""
+    settings = [tg.Hyperparameters.from_env(env) for _, env in CONFIGURATIONS]
+    seconds = [math.inf] * len(settings)
+    for _ in range(PPM_ROUNDS):
+        for index, h in enumerate(settings):
+            began = time.perf_counter()
+            tg.ppm_logprobs(tokens, h, CHUNK_TOKENS)
+            seconds[index] = min(seconds[index], time.perf_counter() - began)
+    return [tokens.numel() / s for s in seconds]
+
+
+def run_configuration(env: dict, network: dict, ppm_tokens_per_s: float) -> dict:
     h = tg.Hyperparameters.from_env(env)
     tokens = network["tokens"]
-    ppm_seconds = math.inf
-    for _ in range(PPM_REPEATS):
-        began = time.perf_counter()
-        tg.ppm_logprobs(tokens, h, CHUNK_TOKENS)
-        ppm_seconds = min(ppm_seconds, time.perf_counter() - began)
     clock = tg.DualClock(h, h.vocab_size, "cpu")
     began = time.perf_counter()
     for start, end in tg.chunk_bounds(tokens.numel() - 1, CHUNK_TOKENS):
@@ -85,7 +93,7 @@ def run_configuration(env: dict, network: dict) -> dict:
                                                             ("nll", "entropy", "top_prob", "target_bytes"))))
     fields = clock.log_fields()
     sharp = isinstance(clock.bank, tg.SharpExperts)
-    return dict(fields, ppm_tokens_per_s=tokens.numel() / ppm_seconds, hook_seconds=time.perf_counter() - began,
+    return dict(fields, ppm_tokens_per_s=ppm_tokens_per_s, hook_seconds=time.perf_counter() - began,
                 entries_per_token=clock.bank.table.size / tokens.numel() if sharp else None,
                 bytes_per_token=clock.peak_table_bytes / tokens.numel(), projected_gib=projected_bytes(clock.bank) / 2**30)
 
@@ -117,7 +125,8 @@ def main() -> None:
     network = torch.load(args.network_pass)
     total_bytes = network["target_bytes"].sum().item()
     neural = bits_per_byte(network["nll"].double().sum().item(), total_bytes)
-    results = [(name, env, run_configuration(env, network)) for name, env in CONFIGURATIONS]
+    speeds = ppm_speeds(network["tokens"])
+    results = [(name, env, run_configuration(env, network, speed)) for (name, env), speed in zip(CONFIGURATIONS, speeds)]
     ppmd, ppmd_note = ppmd_bits_per_byte(network["tokens"], args.tokenizer)
 
     print(f"Network pass `{args.network_pass.name}`: {network['tokens'].numel():,} tokens, {total_bytes:,.0f} "
