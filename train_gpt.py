@@ -2138,8 +2138,9 @@ def escape_chain(stats: Tensor, escapes: Tensor, base: Tensor) -> Tensor:
     n) c, N, T; escapes (K+1, 3) raw: d = sigmoid, b, e = softplus."""
     count, total, distinct = stats
     discount, weight, constant = torch.sigmoid(escapes[:, :1]), F.softplus(escapes[:, 1:2]), F.softplus(escapes[:, 2:])
-    inverse = (total + weight * distinct + constant).reciprocal()  # one division: they are slow
-    keep, add = ((discount + weight) * distinct + constant) * inverse, (count - discount).clamp_min(0) * inverse
+    inverse = torch.addcmul(total + constant, weight, distinct).reciprocal()  # one division: they are slow
+    keep = torch.addcmul(constant, discount + weight, distinct) * inverse
+    add = (count - discount).clamp_min(0) * inverse
     q = base
     for order in range(len(keep)):
         q = torch.addcmul(add[order], keep[order], q)
@@ -2185,9 +2186,9 @@ class SharpExperts:
         self.chunk_index, self.next_start, self.documents_before, self.features, self.last_keys = 0, 0, 0, None, None
 
     def first_context(self, tokens: Tensor, row: int, empty: Tensor) -> Tensor:
-        """(1,) the id of the first chunk's position-0 context of order row-1: the empty pair's entry, the
+        """(1,) the name of the stream's position-0 context of order row-1: the empty pair's entry, the
         pair (empty context, tokens[0])'s, or one of its own for a longer one (later chunks carry keys)."""
-        if self.next_start or row > 2:
+        if row > 2:
             return torch.tensor([ROOT + 1 + row], device=self.device)
         return empty if row == 1 else self.table.find(empty * self.vocab_size + tokens[:1].to(self.device))[2]
 
