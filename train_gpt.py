@@ -193,6 +193,7 @@ class Hyperparameters:
     def validate(self) -> None:
         """Reject settings that would fail later, far from their cause."""
         checks = [
+            (2 <= self.vocab_size <= 1 << 16, "VOCAB_SIZE must be in 2..65536 (shards hold uint16 tokens)"),
             (self.model_dim % self.num_heads == 0, "MODEL_DIM must be divisible by NUM_HEADS"),
             (self.num_heads % self.num_kv_heads == 0, "NUM_HEADS must be divisible by NUM_KV_HEADS"),
             (self.rope_dims % 2 == 0 and self.rope_dims <= self.model_dim // self.num_heads,
@@ -1785,9 +1786,7 @@ class ExpertBank:
 
     def view(self, tokens: Tensor, start: int, end: int) -> ChunkView:
         """The view of targets [start, end) of the stream `tokens` (on any device)."""
-        if start != self.next_start or not start < end < tokens.numel():
-            raise ValueError(f"chunks must tile the stream in order: got [{start}, {end}), "
-                             f"expected start {self.next_start}")
+        check_tiling(start, end, self.next_start, tokens.numel())
         max_order = max(expert.orders for expert in self.experts)
         first = max(0, start + 1 - max_order)  # the oldest context token any target reads
         window = tokens[first:end + 1].to(self.device)
@@ -2201,9 +2200,7 @@ class SharpExperts:
 
     def score_and_update(self, tokens: Tensor, start: int, end: int) -> Tensor:
         """(n, 2) float64 log-probs of targets [start, end); then the tables and escapes learn them."""
-        if start != self.next_start or not start < end < tokens.numel():
-            raise ValueError(f"chunks must tile the stream in order: got [{start}, {end}), "
-                             f"expected start {self.next_start}")
+        check_tiling(start, end, self.next_start, tokens.numel())
         if start == 0:
             self.table.reserve(self.stream_entries(tokens.numel() - 1))
         chunk, stats = ChunkPairs(self, tokens, start, end), []
@@ -2267,6 +2264,12 @@ def gate_features(n: int, network_stats: dict | None, expert_features: Tensor | 
     columns = [torch.ones(n, device=device), stats["entropy"].to(device) / 9, stats["top_prob"].to(device)]
     extra = [] if expert_features is None else [expert_features]
     return torch.cat([torch.stack(columns, 1).double()] + extra, 1)
+
+
+def check_tiling(start: int, end: int, next_start: int, stream_tokens: int) -> None:
+    if start != next_start or not start < end < stream_tokens:
+        raise ValueError(f"chunks must tile the stream in order: got targets [{start}, {end}) of a stream of "
+                         f"{stream_tokens} tokens, expected start {next_start} and start < end < {stream_tokens}")
 
 
 def chunk_bounds(num_targets: int, chunk_tokens: int) -> Iterator[tuple[int, int]]:

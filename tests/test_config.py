@@ -34,6 +34,7 @@ def test_every_field_parses_from_its_upper_case_name():
     ({"DC_SHARP_ORDERS": "0"}, "DC_SHARP_ORDERS"),
     ({"DC_DOCUMENT_ORDERS": "7"}, "DC_DOCUMENT_ORDERS <= DC_SHARP_ORDERS"),
     ({"DC_ESCAPE_SAMPLE_TOKENS": "0"}, "DC_ESCAPE_SAMPLE_TOKENS"),
+    ({"VOCAB_SIZE": "70000"}, "VOCAB_SIZE must be in 2..65536"),
 ])
 def test_bad_settings_are_rejected(env, message):
     with pytest.raises(ValueError, match=message):

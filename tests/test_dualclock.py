@@ -288,13 +288,16 @@ def test_document_tables_keep_only_the_document_that_continues():
     assert local.table_bytes() == 0
 
 
-def test_chunks_must_tile_the_stream_in_order():
-    h = config()
-    bank = tg.ExpertBank(h, h.vocab_size, torch.device("cpu"))
+@pytest.mark.parametrize("experts", ["hashed", "sharp"])
+def test_chunks_must_tile_the_stream_in_order(experts):
+    h = config(dc_experts=experts)
+    bank = tg.expert_bank(h, h.vocab_size, torch.device("cpu"))
     tokens = make_stream(100, h.vocab_size)
     bank.score_and_update(tokens, 0, 10)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="expected start 10"):
         bank.score_and_update(tokens, 20, 30)
+    with pytest.raises(ValueError, match="of a stream of 100 tokens"):  # the last target is tokens[99]
+        bank.score_and_update(tokens, 10, 100)
 
 
 def test_buckets_must_be_a_power_of_two():
