@@ -1848,7 +1848,7 @@ TABLE_MAX_LOAD, SLOT_BYTES = 0.75, 24  # a slot: key, packed counts, entry numbe
 EMPTY = -1  # the empty slot; every key (context name)·V + token is >= 0
 ROOT = 1 << 40  # ROOT·V: the empty pair; entry numbers stay below 2^31; ROOT + 1 + k: position 0's contexts
 PROBE_WINDOW, PROBE_SWITCH = 32, 1024  # slots a key reads per probing round once at most PROBE_SWITCH are left
-TABLE_BUDGET_BYTES = 8 << 30  # per GPU: the table is sized for a stream's worst case up to this, once
+TABLE_BUDGET_BYTES = 8 << 30  # per GPU: the most the table is sized for before a stream (stream_entries)
 
 
 def shift_right(x: Tensor, bits: int) -> Tensor:
