@@ -1475,7 +1475,7 @@ def evaluate_ttt(model: GPT, tokens: Tensor, tables: ByteTables, h: Hyperparamet
 # DUALCLOCK
 # Causal PPM experts, global and local (per chunk or document), mixed with the network during
 # score-first evaluation: published hashed experts + fixed-share mixer (SPEC §7), or sharp experts
-# + a per-token gate (issue 5). Each expert is an exact distribution over all V ids; a chunk is
+# + a per-token gate. Each expert is an exact distribution over all V ids; a chunk is
 # scored in parallel exactly as token by token would; tables, escapes and gate learn after scoring.
 # -----------------------------------------------------------------------------
 
@@ -1841,7 +1841,7 @@ class FixedShareMixer:
         self.weights = (1 - self.share) * posterior + self.share * self.prior
 
 
-# Sharp experts (issue 5): exact contexts, no hashing (a context is named by the entry number of the pair
+# Sharp experts: exact contexts, no hashing (a context is named by the entry number of the pair
 # that ends it), escapes from the number of distinct continuations, learned score-first.
 
 TABLE_MAX_LOAD, SLOT_BYTES = 0.75, 24  # a slot: key, packed counts, entry number, document index
@@ -2008,7 +2008,7 @@ class Runs:
         """The runs of the first `keys` keys, when they are exactly the first `runs` runs."""
         prefix = Runs.__new__(Runs)
         prefix.__dict__ = {name: None if value is None else value[:runs if name in ("length", "start", "first") else keys]
-                           for name, value in vars(self).items()}
+                           for name, value in self.__dict__.items()}
         return prefix
 
     def split(self, segments: Tensor, lowest: Tensor) -> "Runs":

@@ -1,4 +1,4 @@
-"""Quality, speed and memory of every DualClock mixture on one stored network pass (issue 5).
+"""Quality, speed and memory of every DualClock mixture on one stored network pass.
 
 Why: a mixer is only worth its evaluation seconds if it beats the network alone on the same
 targets. This replays one network pass (bench/network_pass.py, or EVAL_DUMP_PATH from a real
@@ -38,7 +38,7 @@ PUBLISHED = {"DC_EXPERTS": "hashed", "DC_MIXER": "fixed_share", "DC_HASH": "lega
 CORRECTED = {"DC_EXPERTS": "hashed", "DC_MIXER": "fixed_share", "DC_HASH": "mixed", "DC_LOCAL_RESET": "doc"}
 CONFIGURATIONS = [  # (row name, environment); the defaults are the last group's first row
     ("published DualClock (SPEC §7)", PUBLISHED),
-    ("corrected hashed experts (issue 3)", CORRECTED),
+    ("corrected hashed experts", CORRECTED),
     ("sharp experts alone, fixed-share mixer", {"DC_EXPERTS": "sharp", "DC_MIXER": "fixed_share"}),
     ("per-token gate alone, corrected hashed experts", {**CORRECTED, "DC_MIXER": "gate"}),
     ("sharp experts + gate (defaults)", {}),

@@ -1,4 +1,4 @@
-"""Throughput and table memory of the DualClock PPM pass alone (issue 3), at the published
+"""Throughput and table memory of the DualClock PPM pass alone, at the published
 sizes (V=8192, global orders 1-6 and local orders 1-8, 2048 buckets each), in the published
 mode (legacy hash, local reset per chunk) and the corrected one (mixed hash, reset at BOS).
 

@@ -1,4 +1,4 @@
-"""Where one chunk of the sharp DualClock experts spends its time (issue 5), phase by phase.
+"""Where one chunk of the sharp DualClock experts spends its time, phase by phase.
 
 Why: the sharp pass is slower than the published one; this says which part to attack next.
 The experts first run over --warm-chunks chunks of the stream (tables at a realistic size),

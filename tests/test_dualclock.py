@@ -370,7 +370,7 @@ def test_evaluation_hook_matches_mix_logprobs_and_logs_each_bpb():
     assert clock.peak_table_bytes >= clock.bank.table_bytes() > 0
 
 
-# -- sharp experts and the per-token gate (issue 5) ------------------------------------------
+# -- sharp experts and the per-token gate ------------------------------------------
 
 SHARP = {"VOCAB_SIZE": "50", "DC_SHARP_ORDERS": "4", "DC_GATE_STEPS": "5", "DC_ESCAPE_STEPS": "3", "DC_GATE_SAMPLE_TOKENS": "32"}
 
