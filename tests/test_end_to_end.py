@@ -12,11 +12,11 @@ from conftest import ROOT
 from tools.logparse import read_log, last
 
 
-def torchrun(env, nproc, cwd, timeout=600):
+def torchrun(env, nproc, cwd, timeout=600, script=ROOT / "train_gpt.py"):
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(train_gpt.ENV_PREFIXES)}
     full_env.update(env, OMP_NUM_THREADS="1")
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               str(ROOT / "train_gpt.py")]
+               str(script)]
     return subprocess.run(command, env=full_env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
@@ -99,22 +99,26 @@ def test_world_size_that_does_not_divide_eight(tiny_env, tmp_path):
 
 
 def test_packed_copy_trains_and_scores_exactly_like_the_source(tiny_env, tmp_path):
-    """The record ships the packed copy: same run, same numbers, and its own size as code bytes."""
+    """The record ships the packed copy: same run, same numbers, and its own size as code bytes; under
+    torchrun (runpy reads the file's bytes and honours its latin-1 declaration) as under plain python."""
     packed = tmp_path / "packed" / "train_gpt.py"
     packed.parent.mkdir()
-    packed.write_text(train_gpt.pack_source((ROOT / "train_gpt.py").read_text()))
+    packed.write_bytes(train_gpt.pack_source((ROOT / "train_gpt.py").read_text()))
     env = dict(tiny_env, ITERATIONS="6", SLIDING_WINDOW_ENABLED="0", TTT_EPOCHS="1")
     figures = {}
-    for name, script in (("source", ROOT / "train_gpt.py"), ("packed", packed)):
+    for name, script, launcher in (("source", ROOT / "train_gpt.py", "torchrun"), ("packed", packed, "torchrun"),
+                                   ("packed_python", packed, "python")):
         run_env = dict(env, RUN_ID=name, ARTIFACT_PATH=str(tmp_path / f"{name}.ptz"))
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith(train_gpt.ENV_PREFIXES)}
-        full_env.update(run_env, OMP_NUM_THREADS="1")
-        out = subprocess.run([sys.executable, str(script)], env=full_env, cwd=tmp_path, capture_output=True,
-                             text=True, timeout=600)
+        if launcher == "torchrun":
+            out = torchrun(run_env, 1, tmp_path, script=script)
+        else:
+            full_env = {k: v for k, v in os.environ.items() if not k.startswith(train_gpt.ENV_PREFIXES)}
+            out = subprocess.run([sys.executable, str(script)], env=dict(full_env, **run_env, OMP_NUM_THREADS="1"),
+                                 cwd=tmp_path, capture_output=True, text=True, timeout=600)
         assert out.returncode == 0, out.stderr[-4000:]
         records = read_log(tmp_path / "logs" / f"{name}.txt")
         figures[name] = (eval_figures(records), last(records, "code_bytes"), last(records, "model_bytes"))
-    assert figures["packed"][0] == figures["source"][0]
+    assert figures["packed"][0] == figures["source"][0] == figures["packed_python"][0]
     assert figures["packed"][2] == figures["source"][2]
     assert figures["packed"][1] == figures["source"][1] == packed.stat().st_size
 

@@ -66,8 +66,9 @@ def flat_tables(vocab_size):
 def test_plain_evaluation_equals_an_independent_loss():
     h, model = small_model()
     tokens = torch.randint(0, h.vocab_size, (4 * h.eval_seq_len + 1,))
-    result = train_gpt.evaluate_windows("plain", model, tokens, flat_tables(h.vocab_size), h.eval_seq_len,
-                                        h, runtime_cpu())
+    runtime = runtime_cpu()
+    result = train_gpt.evaluate_windows("plain", train_gpt.WindowScorer(model, h, runtime), tokens,
+                                        flat_tables(h.vocab_size), h.eval_seq_len, h, runtime)
     windows = tokens[:-1].view(4, h.eval_seq_len)
     targets = tokens[1:].view(4, h.eval_seq_len)
     with torch.no_grad():
@@ -80,8 +81,9 @@ def test_sliding_windows_give_more_context_and_count_every_target():
     h, model = small_model()
     tokens = torch.randint(0, h.vocab_size, (4 * h.eval_seq_len + 1,))
     runtime = runtime_cpu()
-    plain = train_gpt.evaluate_windows("plain", model, tokens, flat_tables(h.vocab_size), h.eval_seq_len, h, runtime)
-    sliding = train_gpt.evaluate_windows("sliding", model, tokens, flat_tables(h.vocab_size), 16, h, runtime)
+    scorer = train_gpt.WindowScorer(model, h, runtime)
+    plain = train_gpt.evaluate_windows("plain", scorer, tokens, flat_tables(h.vocab_size), h.eval_seq_len, h, runtime)
+    sliding = train_gpt.evaluate_windows("sliding", scorer, tokens, flat_tables(h.vocab_size), 16, h, runtime)
     assert sliding.tokens == plain.tokens == tokens.numel() - 1
     assert sliding.val_loss != plain.val_loss
 
@@ -102,23 +104,23 @@ def test_score_first_ttt_never_trains_on_an_unscored_token(monkeypatch):
     h, model = small_model(VOCAB_SIZE=str(vocab), TTT_CHUNK_TOKENS="200", TTT_EPOCHS="2", EVAL_STRIDE="16")
     tokens = torch.arange(17 * h.eval_seq_len + 1)  # id == position
     recorder = Recorder()
-    real_statistics, real_loss = train_gpt.token_statistics, train_gpt.GPT.loss
+    real_add, real_loss = train_gpt.WindowScorer._add, train_gpt.GPT.loss
 
-    def recording_statistics(logits, targets):
+    def recording_add(self, buffer, offset, hidden, sequences, starts, scored_from, begin, end):
         time = recorder.tick()
-        for t in targets.tolist():
+        targets = starts[:, None] + torch.arange(begin, end) + 1  # the token each position predicts
+        for t in targets[targets > scored_from[:, None]].tolist():  # the scored ones (pads: none)
             assert t not in recorder.scored, f"target {t} scored twice"
             recorder.scored[t] = time
-        return real_statistics(logits, targets)
+        return real_add(self, buffer, offset, hidden, sequences, starts, scored_from, begin, end)
 
-    def recording_loss(self, input_ids, target_ids):
+    def recording_loss(self, input_ids, target_ids, sequence_weights=None):
         if torch.is_grad_enabled():
             time = recorder.tick()
-            for t in target_ids.flatten().tolist():
+            rows = sequence_weights > 0 if sequence_weights is not None else torch.ones(len(input_ids), dtype=torch.bool)
+            for t in torch.cat([input_ids[rows], target_ids[rows]], 1).flatten().tolist():
                 recorder.trained.setdefault(t, time)
-            for t in input_ids.flatten().tolist():
-                recorder.trained.setdefault(t, time)
-        return real_loss(self, input_ids, target_ids)
+        return real_loss(self, input_ids, target_ids, sequence_weights)
 
     class Hook:
         def on_chunk(self, chunk):
@@ -130,10 +132,12 @@ def test_score_first_ttt_never_trains_on_an_unscored_token(monkeypatch):
         def log_fields(self):
             return {"mixed_bpb": 1.0}
 
-    monkeypatch.setattr(train_gpt, "token_statistics", recording_statistics)
+    monkeypatch.setattr(train_gpt.WindowScorer, "_add", recording_add)
     monkeypatch.setattr(train_gpt.GPT, "loss", recording_loss)
     before = [p.detach().clone() for p in model.parameters()]
-    train_gpt.evaluate_ttt(model, tokens, flat_tables(vocab), h, runtime_cpu(), hooks=[Hook()])
+    runtime = runtime_cpu()
+    train_gpt.evaluate_ttt(train_gpt.WindowScorer(model, h, runtime), tokens, flat_tables(vocab), h, runtime,
+                           hooks=[Hook()])
     assert sorted(recorder.scored) == list(range(1, tokens.numel()))  # every target once
     assert recorder.trained, "TTT did not train"
     assert any(not torch.equal(a, p) for a, p in zip(before, model.parameters()))

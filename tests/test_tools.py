@@ -132,7 +132,7 @@ def seed_logs(tmp_path):
     source = tmp_path / "train_gpt.py"
     source.write_text(TOY_SOURCE, encoding="utf-8")
     sha = hashlib.sha256(source.read_bytes()).hexdigest()
-    code_bytes = len(train_gpt.pack_source(TOY_SOURCE).encode()) if HAS_PACKER else 0
+    code_bytes = len(train_gpt.pack_source(TOY_SOURCE)) if HAS_PACKER else 0
     values = {42: (1.0801, 2.7901, 15_950_000), 314: (1.0811, 2.7921, 15_960_000), 999: (1.0797, 2.7895, 15_940_000)}
     paths = []
     for seed, (bpb, loss, model_bytes) in values.items():
@@ -157,7 +157,7 @@ def test_make_record_builds_a_complete_folder(seed_logs, capsys):
     folder = seed_logs["records_dir"] / "2026-01-02_DualClock_PPM_tuned"
     assert sorted(p.name for p in folder.iterdir()) == [
         "README.md", "submission.json", "train_gpt.py", "train_seed314.log", "train_seed42.log", "train_seed999.log"]
-    assert (folder / "train_gpt.py").read_text() == train_gpt.pack_source(TOY_SOURCE)
+    assert (folder / "train_gpt.py").read_bytes() == train_gpt.pack_source(TOY_SOURCE)
     record = json.loads((folder / "submission.json").read_text())
     bpbs = [v[0] for v in seed_logs["values"].values()]
     assert record["val_bpb"] == pytest.approx(sum(bpbs) / 3, abs=1e-8)

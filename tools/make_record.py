@@ -76,7 +76,7 @@ def check_runs_agree(runs: list[dict]) -> None:
         raise RecordError(f"the logs ran different code (code_sha256 {sorted(map(str, hashes))})")
 
 
-def shipped_script(source_path: Path, runs: list[dict]) -> str:
+def shipped_script(source_path: Path, runs: list[dict]) -> bytes:
     """The script to ship: the packed copy of `source_path`, which must be the code that ran."""
     from tools.pack import packer
 
@@ -88,7 +88,7 @@ def shipped_script(source_path: Path, runs: list[dict]) -> str:
     import train_gpt
 
     if data.startswith(train_gpt.PACKED_MARKER.encode()):
-        return data.decode("utf-8")  # the run used the packed copy itself: ship it unchanged
+        return data  # the run used the packed copy itself: ship it unchanged
     pack_source, _ = packer()
     return pack_source(data.decode("utf-8"))
 
@@ -206,7 +206,7 @@ def make_record(args) -> Path:
     if folder.exists() and not args.force:
         raise RecordError(f"{folder} exists; pass --force to replace it")
     script = shipped_script(args.source, runs)
-    code_bytes = len(script.encode())
+    code_bytes = len(script)
     for run in runs:
         if run.get("code_bytes") not in (None, code_bytes):
             raise RecordError(f"{run['path']}: logged code_bytes {run['code_bytes']} but the packed script has "
@@ -216,7 +216,7 @@ def make_record(args) -> Path:
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
-    (folder / "train_gpt.py").write_text(script, encoding="utf-8")
+    (folder / "train_gpt.py").write_bytes(script)
     for run, log_name in zip(runs, log_names):
         shutil.copyfile(run["path"], folder / log_name)
     (folder / "submission.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")

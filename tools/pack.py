@@ -1,7 +1,8 @@
 """Build the packed copy of train_gpt.py that a record ships, and report its size.
 
 Why: the script's bytes count toward the 16,000,000-byte artifact cap, so records ship a
-compact, self-extracting copy (comments and docstrings stripped, LZMA + base85 wrapper).
+compact, self-extracting copy (minified by python-minifier, brotli-compressed, the raw bytes in a
+latin-1 string literal). The packed file is not UTF-8 text: read and copy it as bytes.
 The packing itself lives in train_gpt.py (`pack_source`, `code_bytes_of`), so that the code
 bytes a training run logs and the file a record ships come from one implementation; this
 tool only calls it, writes the file and checks the result.
@@ -36,7 +37,7 @@ def pack_file(source_path: Path | str, output_path: Path | str) -> dict:
     source = source_path.read_text(encoding="utf-8")
     packed = pack_source(source)
     compile(packed, str(output_path), "exec")  # the wrapper must at least be valid Python
-    output_path.write_text(packed, encoding="utf-8")
+    output_path.write_bytes(packed)
     packed_bytes = output_path.stat().st_size
     if code_bytes_of(output_path) != packed_bytes:
         raise RuntimeError(f"code_bytes_of({output_path}) = {code_bytes_of(output_path)}, "
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("the output would overwrite the source; pick another path")
     try:
         sizes = pack_file(args.source, args.output)
-    except (RuntimeError, SyntaxError, UnicodeDecodeError, OSError) as error:
+    except (RuntimeError, SyntaxError, UnicodeDecodeError, OSError, ImportError) as error:
         print(f"pack.py: error: {error}", file=sys.stderr)
         return 1
     saved = sizes["source_bytes"] - sizes["packed_bytes"]
