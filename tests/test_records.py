@@ -218,6 +218,13 @@ def test_summary_of_our_log_and_of_an_unfinished_one(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "| ttt | 1.081000 | 2.791000 | 343.0 | scored |" in printed and "| pre_quant |" in printed
     assert "val_bpb:1.081 val_loss:2.791" in printed and "dualclock neural_bpb:1.0815" in printed
+    path.write_text(fake_log(seed=7, val_bpb=1.081, val_loss=2.791, scored_eval_ms=401_000))
+    assert summary.main([str(path)]) == 0
+    printed = capsys.readouterr().out
+    assert "scored_eval_time_ms:401000" in printed and "eval_budget pre_quant_ms:8000" in printed
+    path.write_text("\n".join(text) + "\n")
+    assert summary.main([str(path)]) == 0
+    printed = capsys.readouterr().out
     assert "artifact_bytes:15920000" in printed and "total_eval_time_ms:450000" in printed
     path.write_text(fake_log(finished=False))
     assert summary.main([str(path)]) == 1
@@ -409,6 +416,52 @@ def test_a_packed_wrapper_is_looked_inside(tmp_path):
     assert "code" not in failed(folder)
 
 
+def test_upstream_raw_lzma2_and_latin1_brotli_wrappers_are_unpacked(tmp_path):
+    """The two packed forms in use: base85 raw LZMA2 (upstream records) and raw brotli bytes in a
+    latin-1 string (this project's packer); a payload no decoder reads is a warning, not a pass."""
+    import base64
+    import lzma
+
+    import brotli
+
+    folder = write_upstream_folder(tmp_path / "wrappers")
+    (folder / "helper.py").write_text("def f():\n    pass\n")
+    inner = ("import helper\n\ndef main():\n    helper.f()\n" + "".join(f"# {i} {i ** 3}\n" for i in range(300))).encode()
+    raw = lzma.compress(inner, format=lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2}])
+    (folder / "train_gpt.py").write_text("import lzma as L,base64 as B\nexec(L.decompress(B.b85decode(\""
+                                         + base64.b85encode(raw).decode() + "\"),format=L.FORMAT_RAW,"
+                                         "filters=[{\"id\":L.FILTER_LZMA2}]))\n")
+    assert "imports helper.py from the folder" in failed(folder)["code"]
+    payload = brotli.compress(inner).decode("latin-1")
+    literal = (payload.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n").replace("\r", "\\r")
+               .replace("\0", "\\x00"))
+    script = ("# parameter-golf packed; coding: latin-1\nimport brotli\n"
+              f"exec(brotli.decompress('{literal}'.encode('latin-1')))\n")
+    (folder / "train_gpt.py").write_bytes(script.encode("latin-1"))
+    assert "imports helper.py from the folder" in failed(folder)["code"]
+    (folder / "train_gpt.py").write_text("exec(bytes(reversed(" + repr(bytes(range(256)) * 8) + ")))\n")
+    check = statuses(folder)["code"]
+    assert check.status == "WARN" and "cannot unpack" in " ".join(check.details)
+
+
+def test_a_separate_evaluation_log_completes_its_seed(tmp_path):
+    """Some records score in a second, evaluation-only run: its log completes the training log."""
+    folder = write_upstream_folder(tmp_path / "split")
+    text = (folder / "train_seed42.log").read_text()
+    (folder / "train_seed42.log").write_text(text.split("quantized val_loss")[0])  # cut after the pre-quant diagnostic
+    (folder / "eval_seed42.log").write_text("Hyperparameters:\n  seed: 42\nval_tokens: 40540160\n"
+                                            "quantized_ttt val_loss:2.79184412 val_bpb:1.08081287 eval_time:367102ms\n"
+                                            "total_eval_time:367.1s\n")
+    record = check_record.read_record(folder)
+    merged = [r for r in record.runs if r["seed"] == 42][0]
+    assert merged["name"] == "train_seed42.log + eval_seed42.log" and merged["finished"]
+    assert merged["train_time_ms"] == 588112 and merged["total_eval_time_ms"] == 367100
+    assert merged["artifact_bytes"] == 15991514  # sizes stay the training log's
+    assert not failed(folder)
+    (folder / "eval_seed7.log").write_text("seed:7\nquantized_ttt val_loss:2.7 val_bpb:1.07\n")
+    assert "evaluation-only log" in " ".join(statuses(folder)["logs"].details)
+
+
 def test_training_time_allows_the_step_that_crosses_600_s(tmp_path):
     folder = write_upstream_folder(tmp_path / "time")
     log = folder / "train_seed42.log"
@@ -464,7 +517,7 @@ def test_nothing_to_check_is_never_ok(tmp_path, capsys):
     """Logs with a score but no sizes, times, seeds or hardware: those checks say why they could not run."""
     folder = tmp_path / "bare"
     folder.mkdir()
-    (folder / "run.log").write_text("final_int8_zlib_roundtrip_exact val_loss:2.07 val_bpb:1.2244\n")
+    (folder / "run.log").write_text("step:10/10 train_loss:2.1\nfinal_int8_zlib_roundtrip_exact val_loss:2.07 val_bpb:1.2244\n")
     (folder / "submission.json").write_text(json.dumps({"name": "x", "github_id": "x", "val_bpb": 1.2244}))
     (folder / "README.md").write_text("A record. " * 30)
     (folder / "train_gpt.py").write_text("def main():\n    pass\n")

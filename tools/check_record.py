@@ -118,14 +118,39 @@ def is_training_log(run: dict) -> bool:
     return bool(run["train"] or run["evaluations"] or run["finished"] or run["train_time_ms"])
 
 
-def read_training_logs(folder: Path) -> list[dict]:
-    runs = []
+def trained(run: dict) -> bool:
+    """A log of training: step lines, a training time or a step count (an evaluation-only log has none)."""
+    return bool(run["train"] or run["train_time_ms"] or run["steps"])
+
+
+def read_training_logs(folder: Path) -> tuple[list[dict], list[dict]]:
+    """(training logs, evaluation-only logs left out); an evaluation-only log of a seed whose
+    training log has no score of its own (the score was taken in a separate evaluation run)
+    completes that training log."""
+    training, evaluation_only = [], []
     for path in candidate_logs(folder):
         run = logparse.read_run(path)
         if is_training_log(run):
             run["name"] = str(path.relative_to(folder))
-            runs.append(run)
-    return runs
+            (training if trained(run) else evaluation_only).append(run)
+    left_out = []
+    for evaluation in evaluation_only:
+        partners = [r for r in training if r["seed"] == evaluation["seed"] and not r["finished"]]
+        if evaluation["finished"] and evaluation["seed"] is not None and len(partners) == 1:
+            merge_evaluation(partners[0], evaluation)
+        else:
+            left_out.append(dict(evaluation, left_out="an evaluation-only log (no training lines), not a seed's run"))
+    return training, left_out
+
+
+def merge_evaluation(run: dict, evaluation: dict) -> None:
+    """The training log's run, scored by its separate evaluation log."""
+    for key in ("finished", "unfinished_reason", "val_bpb", "val_loss", "final_eval", "eval_time_ms",
+                "scored_eval_time_ms", "total_eval_time_ms", "evaluations"):
+        run[key] = evaluation[key]
+    for key in ("val_tokens", "tokenizer", "gpu_name", "gpu_count", "device", "world_size"):
+        run[key] = run[key] if run[key] is not None else evaluation[key]
+    run["name"] = f"{run['name']} + {evaluation['name']}"
 
 
 def read_submission(folder: Path) -> tuple[dict, dict, list[str]]:
@@ -194,7 +219,9 @@ def select_runs(runs: list[dict], submission: dict) -> tuple[list[dict], list[di
 
 def read_record(folder: Path) -> Record:
     submission, decimals, problems = read_submission(folder)
-    runs, ignored = select_runs(read_training_logs(folder), submission)
+    training, evaluation_only = read_training_logs(folder)
+    runs, ignored = select_runs(training, submission)
+    ignored += evaluation_only
     script_path = folder / "train_gpt.py"
     script = script_path.read_bytes() if script_path.is_file() else None  # packed copies are not UTF-8
     return Record(folder, submission, problems, runs, ignored, script, decimals)
@@ -380,6 +407,8 @@ def check_code(record: Record) -> Check:
     if record.script is None:
         return Check("code", NOT_CHECKED, ["no train_gpt.py (see files)"])
     failures, warnings = stub_problems(record), []
+    if unreadable_payload(record):
+        warnings.append("train_gpt.py carries a packed payload this tool cannot unpack: what it runs was not inspected")
     hashes = {r["code_sha256"] for r in record.runs if r["code_sha256"]}
     if len(hashes) > 1:
         failures.append(f"the logs ran different code: code_sha256 {', '.join(sorted(h[:12] for h in hashes))}")
@@ -430,14 +459,21 @@ def decode_payload(data: bytes) -> ast.AST | None:
             continue
         for decompress in decompressors():
             try:
-                return ast.parse(decompress(raw).decode("utf-8"))
+                tree = ast.parse(decompress(raw).decode("utf-8"))
             except Exception:  # noqa: BLE001 - any failure means "not this encoding"
                 continue
+            if tree.body:  # an empty result (raw LZMA2 reads a leading zero byte as the end) is no source
+                return tree
     return None
 
 
+def decompress_raw_lzma2(data: bytes) -> bytes:
+    """Headerless LZMA2, the format most upstream record wrappers use."""
+    return lzma.decompress(data, format=lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2}])
+
+
 def decompressors() -> list:
-    result = [lzma.decompress, zlib.decompress]
+    result = [lzma.decompress, decompress_raw_lzma2, zlib.decompress]
     try:
         import brotli
 
@@ -461,9 +497,36 @@ def stub_problems(record: Record) -> list[str]:
     local = {p.stem for p in record.folder.glob("*.py") if p.name != "train_gpt.py"}
     problems = [f"train_gpt.py {what}: code that is not counted in train_gpt.py's bytes"
                 for tree in trees for what in foreign_code(tree, local)]
-    if not any(isinstance(n, (ast.FunctionDef, ast.ClassDef)) for tree in trees for n in ast.walk(tree)):
+    defines = any(isinstance(n, (ast.FunctionDef, ast.ClassDef)) for tree in trees for n in ast.walk(tree))
+    if not defines and not has_payload(outer):
         problems.append("train_gpt.py defines no function or class: a stub that runs code from elsewhere?")
     return sorted(set(problems))
+
+
+def looks_packed(value) -> bool:
+    """Packed code, not prose: long bytes, or a long string with almost no whitespace (base85/64)
+    or with control characters (raw compressed bytes); docstrings are neither."""
+    if isinstance(value, bytes):
+        return len(value) >= 1000
+    if not isinstance(value, str) or len(value) < 1000:
+        return False
+    spaces = sum(ch.isspace() for ch in value)
+    return spaces < len(value) / 100 or any(ord(ch) < 32 and ch not in "\n\t\r" for ch in value)
+
+
+def has_payload(tree: ast.AST) -> bool:
+    """A self-extracting script: it carries its code as one packed constant."""
+    return any(isinstance(n, ast.Constant) and looks_packed(n.value) for n in ast.walk(tree))
+
+
+def unreadable_payload(record: Record) -> bool:
+    """A self-extracting wrapper (no function of its own) whose payload this tool cannot unpack."""
+    try:
+        outer = ast.parse(script_text(record.script))
+    except SyntaxError:
+        return False
+    defines = any(isinstance(n, (ast.FunctionDef, ast.ClassDef)) for n in ast.walk(outer))
+    return not defines and has_payload(outer) and not embedded_sources(outer)
 
 
 def foreign_code(tree: ast.AST, local_modules: set[str]) -> list[str]:

@@ -110,7 +110,7 @@ def empty_run() -> dict:
         "scored_eval_time_ms": None, "total_eval_time_ms": None,
         "code_bytes": None, "code_bytes_compressed": None, "model_bytes": None, "artifact_bytes": None,
         "artifact_limit_bytes": None, "val_tokens": None, "tokenizer": None, "val_max_tokens": None,
-        "code_sha256": None, "config": {}, "model_params": None, "dualclock": None,
+        "code_sha256": None, "config": {}, "model_params": None, "dualclock": None, "eval_budget": None,
     }
 
 
@@ -174,7 +174,8 @@ def run_from_records(records: list[dict]) -> dict:
                val_tokens=last(records, "val_tokens"), code_bytes=last(records, "code_bytes"),
                model_bytes=last(records, "model_bytes"), artifact_bytes=last(records, "artifact_bytes"),
                artifact_limit_bytes=last(records, "artifact_limit_bytes"),
-               dualclock=next((r for r in reversed(records) if r.get("event") == "dualclock"), None))
+               dualclock=next((r for r in reversed(records) if r.get("event") == "dualclock"), None),
+               eval_budget=next((r for r in reversed(records) if r.get("event") == "eval_budget"), None))
     if run["gpu_name"] == "none":
         run["gpu_name"] = None
     run["gpu_count"] = run["world_size"] if run["gpu_name"] else None
@@ -209,8 +210,8 @@ def ours_evaluations(records: list[dict]) -> list[dict]:
     """The `eval:<name>` lines in order; GPTQ (the `artifact` line) runs between two of them."""
     evaluations, pause_ms = [], 0.0
     for r in records:
-        if r.get("event") == "artifact" and is_number(r.get("gptq_time_ms")):
-            pause_ms += r["gptq_time_ms"]
+        if r.get("event") == "artifact":  # GPTQ, then (newer logs) serialization, run between evaluations
+            pause_ms += sum(r[k] for k in ("gptq_time_ms", "serialize_time_ms") if is_number(r.get(k)))
         if "eval" in r and r.get("event") != "final" and is_number(r.get("val_bpb")):
             evaluations.append({"name": str(r["eval"]), "val_loss": r.get("val_loss"), "val_bpb": r["val_bpb"],
                                 "eval_time_ms": r.get("eval_time_ms"), "tokens": r.get("tokens"),

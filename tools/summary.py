@@ -55,8 +55,9 @@ def key_values(run: dict) -> list[str]:
         first = f"val_bpb:none finished:0 reason:{run['unfinished_reason'].replace(' ', '_')}"
     pairs = [f"{label}:{figure_text(run[key])}" for key, label in FIGURES if run.get(key) is not None]
     lines = [first, " ".join(pairs[:6]), " ".join(pairs[6:])]
-    if run["dualclock"]:
-        lines.append("dualclock " + " ".join(f"{k}:{v}" for k, v in run["dualclock"].items() if k != "event"))
+    for event in ("eval_budget", "dualclock"):
+        if run[event]:
+            lines.append(event + " " + " ".join(f"{k}:{v}" for k, v in run[event].items() if k != "event"))
     return [line for line in lines if line]
 
 
