@@ -148,6 +148,15 @@ def test_exact_line_and_its_rounded_twin_are_one_evaluation():
     assert run["evaluations"][0]["diagnostic"] and not any(e["diagnostic"] for e in run["evaluations"][1:])
 
 
+def test_rank_prefixed_lines_parse_like_plain_ones(tmp_path):
+    """torchrun's line prefixes ([rank0]:, [default0]:) are not part of the log's facts."""
+    text = (DIALECTS / "baseline_int8_zlib.log").read_text()
+    path = tmp_path / "prefixed.log"
+    path.write_text("".join(f"[default0]:{line}\n" for line in text.splitlines()))
+    plain, prefixed = logparse.read_run(DIALECTS / "baseline_int8_zlib.log"), logparse.read_run(path)
+    assert {k: v for k, v in prefixed.items() if k != "path"} == {k: v for k, v in plain.items() if k != "path"}
+
+
 def test_a_log_cut_before_its_score_is_unfinished(tmp_path):
     text = (DIALECTS / "phased_ttt_hyperparameters.log").read_text()
     cut = tmp_path / "cut.log"

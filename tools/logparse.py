@@ -234,6 +234,7 @@ def is_number(value) -> bool:
 # -----------------------------------------------------------------------------
 
 SEPARATOR = re.compile(r"^={20,}\s*$")
+RANK_PREFIX = re.compile(r"^\[(?:rank|default)\d+\]:")  # torchrun's --tee / log-line-prefix
 STEP_PREFIX = re.compile(r"^\s*(?:step:\s*)?(\d+)/(\d+)\b")
 VAL_BPB = re.compile(rf"(?<![\w.])val_bpb\s*[:=]\s*({NUMBER})")
 VAL_LOSS = re.compile(rf"(?<![\w.])val_loss\s*[:=]\s*({NUMBER})")
@@ -284,7 +285,7 @@ def parse_upstream(text: str) -> dict:
     lines = text.splitlines()
     facts: dict = {}
     for line in lines[source_preamble_end(lines):]:
-        read_upstream_line(line.rstrip("\r"), run, facts)
+        read_upstream_line(RANK_PREFIX.sub("", line.rstrip("\r")), run, facts)
     finish_upstream(run, facts)
     return run
 

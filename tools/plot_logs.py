@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     except PlotError as error:
         print(f"plot_logs.py: error: {error}", file=sys.stderr)
         return 1
-    print(f"wrote {args.output} ({len(curves)} run{'s' if len(curves) > 1 else ''})")
+    print(f"wrote:{args.output} runs:{len(curves)}")
     return 0
 
 
