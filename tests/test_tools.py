@@ -4,7 +4,6 @@ every command line's --help. The record tools on every log dialect are in test_r
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import subprocess

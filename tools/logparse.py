@@ -100,7 +100,16 @@ NUMBER = r"[-+]?\d[\d,]*(?:\.\d+)?(?:[eE][-+]?\d+)?"
 
 
 def empty_run() -> dict:
-    """Every key a parsed run has; None where the log does not say."""
+    """Every key a parsed run has; None where the log does not say.
+
+    finished / val_bpb / val_loss / final_eval: the scored result and the evaluation that gave it
+    (unfinished_reason says why there is none). evaluations: every evaluation after training, in
+    order ({name, val_bpb, val_loss, eval_time_ms, tokens, diagnostic}). train / train_val: the
+    in-training curves ({step, time_s, ...}). train_time_ms: what the 600 s training limit
+    applies to (ours: loop + GPTQ); training_loop_ms: the loop alone. eval_time_ms: the scored
+    evaluation; scored_eval_time_ms: the scored path as our newer logs state it;
+    total_eval_time_ms: all evaluations (or the dialect's own total). artifact_bytes: the
+    log's own total; code_bytes_compressed: set when the log counts its code compressed."""
     return {
         "dialect": None, "finished": False, "unfinished_reason": "no scored val_bpb line",
         "val_bpb": None, "val_loss": None, "final_eval": None, "eval_time_ms": None,
