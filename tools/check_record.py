@@ -1,29 +1,46 @@
-"""Check a record folder against the challenge's rules before submitting it.
+"""Check a record folder the way a maintainer reviews one, before submitting it.
 
-Why: a record that breaks a rule (artifact over 16,000,000 bytes, training or evaluation over
-600 s, a score that is not the logs' mean) is rejected on review; better to learn it here.
-Every figure is recomputed from the logs (through tools/logparse.py) and the shipped script:
+Why: a record that breaks a rule is rejected on review, and a tool that says `ok` for a check
+it could not make is worse than none. Every figure is recomputed from the folder itself: the
+training logs (any dialect, read by tools/logparse.py), submission.json (the challenge's
+schema: val_bpb, val_loss, seeds, seed_results, bytes_total, bytes_code, hardware, ...) and the
+shipped train_gpt.py. Each check ends in one of:
 
-  files       README.md, submission.json, train_gpt.py and at least one log (*.log, or a
-              *.txt starting with a code_sha256 line)
-  finished    every log has its `final` line
-  code        all logs ran the same code (code_sha256); their code_bytes equal the size of
-              the shipped train_gpt.py
-  artifact    size of train_gpt.py + each log's model_bytes <= 16,000,000, and
-              submission.json's artifact_bytes is the largest of them
-  time        each log: train_time_ms <= 600,000 and total_eval_time_ms <= 600,000
-  score       submission.json's val_bpb equals the mean of the logs' final val_bpb (to 1e-6)
-  seeds       submission.json's seeds are the logs' seeds, no seed twice
+  ok           checked and passed (the line says what was checked)
+  FAIL         breaks a rule; the record is refused
+  WARN         allowed, but a reviewer will ask about it
+  not checked  nothing to check it with (the line says why); never counted as ok
 
-Exit status: 0 when every check passes, 1 when any fails (each failure is printed).
-Usage: python tools/check_record.py records/track_10min_16mb/2026-01-01_Name
+Checks: files (exact names, at least one training log anywhere in the folder), submission
+(valid JSON with github_id, a name and a numeric val_bpb), logs (each counted log reached its
+scored result), seeds (the claimed seeds are the logs' seeds), score (the claim is the mean of
+the logs' scored val_bpb within the rounding of the claim's own decimals; a claim equal to the
+best seed is named as such), artifact (16,000,000 bytes by the logs' own totals and by the
+shipped script + model; a total that counts compressed code is a warning, a failure with
+--strict), code (the shipped script is the code that ran, and is not a stub that runs another
+file), training (600 s as the official loop measures it: it stops after the step that crosses
+600 s, so 600 s plus one step passes), evaluation (600 s). For the 10-minute track also:
+device (no CPU run), world_size (8), hardware (8xH100 where a log or submission.json names it),
+validation (the whole validation set: no VAL_MAX_TOKENS, and the token count of a known
+tokenizer) and readme (no TODO left).
+
+Exit status 0 when the record is accepted (no FAIL), 1 otherwise; the last line is
+`record:accepted` or `record:refused failed:<checks>`.
+Usage: python tools/check_record.py records/track_10min_16mb/2026-01-01_Name [--strict]
 """
 from __future__ import annotations
 
 import argparse
+import ast
+import base64
+import decimal
 import json
+import lzma
+import re
 import statistics
 import sys
+import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,150 +51,708 @@ from tools import logparse  # noqa: E402
 
 ARTIFACT_LIMIT_BYTES = 16_000_000
 TIME_LIMIT_MS = 600_000
-BPB_TOLERANCE = 1e-6
 REQUIRED_FILES = ("README.md", "submission.json", "train_gpt.py")
+LOG_SUFFIXES = (".log", ".txt")
+NOT_LOGS = re.compile(r"^(readme|requirements|license|notice|license_.*|notes?)(\..*)?$", re.IGNORECASE)
+# Validation tokens of the whole FineWeb validation split, per known tokenizer (published
+# figures of real records: the same text gives another count with another tokenizer).
+KNOWN_VALIDATION_TOKENS = {
+    "fineweb_8192_bpe.model": 40_540_160,
+    "fineweb_1024_bpe.model": 62_021_632,
+    "fineweb_8192_bpe_lossless_caps_caseops_v1_reserved.model": 47_851_520,
+}
+# A run may cut the stream to a multiple of its window; a shortfall beyond this is a cut set.
+VALIDATION_SLACK_TOKENS = 16_384
+OK, FAIL, WARN, NOT_CHECKED = "ok", "FAIL", "WARN", "not checked"
 
 
-def is_log(path: Path) -> bool:
-    """*.log, or a *.txt that is a train_gpt.py log (it has a code_sha256 line; not requirements.txt)."""
-    if not path.is_file():
-        return False
-    if path.suffix == ".log":
-        return True
-    return path.suffix == ".txt" and "code_sha256:" in path.read_text(encoding="utf-8", errors="replace")[:4096]
+@dataclass
+class Check:
+    """One check's verdict and the lines that explain it."""
+    name: str
+    status: str
+    details: list[str] = field(default_factory=list)
 
 
-def log_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if is_log(p))
+def grouped(problems: list[tuple[str, str]]) -> list[str]:
+    """'a.log, b.log: message' once for logs that share a message, in first-seen order."""
+    names: dict[str, list[str]] = {}
+    for log, message in problems:
+        names.setdefault(message, []).append(log)
+    return [f"{', '.join(logs)}: {message}" for message, logs in names.items()]
 
 
-def check_files(folder: Path) -> list[str]:
-    problems = [f"missing {name}" for name in REQUIRED_FILES if not (folder / name).is_file()]
-    if not log_files(folder):
-        problems.append("no training log (*.log or *.txt)")
-    return problems
+def verdict(name: str, failures: list[str], warnings: list[str], passed: str) -> Check:
+    """FAIL with the failures, else WARN with the warnings, else ok with what passed."""
+    if failures:
+        return Check(name, FAIL, failures + warnings)
+    if warnings:
+        return Check(name, WARN, warnings)
+    return Check(name, OK, [passed])
 
 
-def read_submission(folder: Path) -> tuple[dict, list[str]]:
+# -----------------------------------------------------------------------------
+# Reading the folder
+# -----------------------------------------------------------------------------
+
+
+@dataclass
+class Record:
+    folder: Path
+    submission: dict
+    submission_problems: list[str]
+    runs: list[dict]            # the logs that count (their seeds are claimed, or nothing is claimed)
+    ignored_runs: list[dict]    # training logs left out, with a reason in run['left_out']
+    script: bytes | None
+    decimals: dict              # submission key -> number of decimals written in the JSON
+
+
+def candidate_logs(folder: Path) -> list[Path]:
+    """Every *.log and *.txt under the folder (logs/ included), READMEs and requirements excepted."""
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in LOG_SUFFIXES
+                  and not NOT_LOGS.match(p.name) and ".ipynb_checkpoints" not in p.parts)
+
+
+def is_training_log(run: dict) -> bool:
+    """A log of a run: it has training steps, evaluations or a score (prose files have none)."""
+    return bool(run["train"] or run["evaluations"] or run["finished"] or run["train_time_ms"])
+
+
+def trained(run: dict) -> bool:
+    """A log of training: step lines, a training time or a step count (an evaluation-only log has none)."""
+    return bool(run["train"] or run["train_time_ms"] or run["steps"])
+
+
+def read_training_logs(folder: Path) -> tuple[list[dict], list[dict]]:
+    """(training logs, evaluation-only logs left out); an evaluation-only log of a seed whose
+    training log has no score of its own (the score was taken in a separate evaluation run)
+    completes that training log."""
+    training, evaluation_only = [], []
+    for path in candidate_logs(folder):
+        run = logparse.read_run(path)
+        if is_training_log(run):
+            run["name"] = str(path.relative_to(folder))
+            (training if trained(run) else evaluation_only).append(run)
+    left_out = []
+    for evaluation in evaluation_only:
+        partners = [r for r in training if r["seed"] == evaluation["seed"] and not r["finished"]]
+        if evaluation["finished"] and evaluation["seed"] is not None and len(partners) == 1:
+            merge_evaluation(partners[0], evaluation)
+        else:
+            left_out.append(dict(evaluation, left_out="an evaluation-only log (no training lines), not a seed's run"))
+    return training, left_out
+
+
+def merge_evaluation(run: dict, evaluation: dict) -> None:
+    """The training log's run, scored by its separate evaluation log."""
+    for key in ("finished", "unfinished_reason", "val_bpb", "val_loss", "final_eval", "eval_time_ms",
+                "scored_eval_time_ms", "total_eval_time_ms", "evaluations"):
+        run[key] = evaluation[key]
+    for key in ("val_tokens", "tokenizer", "gpu_name", "gpu_count", "device", "world_size"):
+        run[key] = run[key] if run[key] is not None else evaluation[key]
+    run["name"] = f"{run['name']} + {evaluation['name']}"
+
+
+def read_submission(folder: Path) -> tuple[dict, dict, list[str]]:
+    """(submission, decimals written per numeric key, problems)."""
     path = folder / "submission.json"
     if not path.is_file():
-        return {}, []
+        return {}, {}, []
+    text = path.read_text(encoding="utf-8", errors="replace")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(text, parse_float=decimal.Decimal)
     except json.JSONDecodeError as error:
-        return {}, [f"submission.json is not valid JSON: {error}"]
+        return {}, {}, [f"submission.json is not valid JSON: {error}"]
     if not isinstance(data, dict):
-        return {}, ["submission.json is not a JSON object"]
-    missing = [k for k in ("name", "github_id", "val_bpb", "seeds", "artifact_bytes") if k not in data]
-    return data, [f"submission.json lacks {', '.join(missing)}"] if missing else []
+        return {}, {}, ["submission.json is not a JSON object"]
+    decimals = {key: -value.as_tuple().exponent for key, value in data.items() if isinstance(value, decimal.Decimal)}
+    return as_floats(data), decimals, []
 
 
-def read_runs(folder: Path) -> tuple[list[dict], list[str]]:
-    runs, problems = [], []
-    for path in log_files(folder):
-        run = logparse.read_summary(path)
-        if not run["finished"]:
-            problems.append(f"{path.name}: no `final` line (the run did not finish)")
+def as_floats(value):
+    """Decimals (kept while parsing to count the digits) back to floats, recursively."""
+    if isinstance(value, decimal.Decimal):
+        return float(value)
+    if isinstance(value, dict):
+        return {k: as_floats(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [as_floats(v) for v in value]
+    return value
+
+
+def claimed_seed_results(submission: dict) -> dict[str, dict]:
+    """seed -> its claimed figures, from `seed_results` (a dict or a list) or an older `per_seed` list."""
+    results = submission.get("seed_results", submission.get("per_seed"))
+    if isinstance(results, dict):
+        return {str(k): v for k, v in results.items() if isinstance(v, dict)}
+    if isinstance(results, list):
+        return {str(item["seed"]): item for item in results if isinstance(item, dict) and "seed" in item}
+    return {}
+
+
+def claimed_seeds(submission: dict) -> list[str] | None:
+    seeds = submission.get("seeds")
+    if isinstance(seeds, list):
+        return [str(s) for s in seeds]
+    results = claimed_seed_results(submission)
+    return list(results) if results else None
+
+
+def select_runs(runs: list[dict], submission: dict) -> tuple[list[dict], list[dict]]:
+    """The logs that count: those of the claimed seeds (all logs when no seed is claimed);
+    a second copy of a run (same seed and score) is left out once."""
+    claimed = claimed_seeds(submission)
+    counted, ignored, seen = [], [], {}
+    for run in runs:
+        seed = None if run["seed"] is None else str(run["seed"])
+        if claimed is not None and seed not in claimed:
+            ignored.append(dict(run, left_out=f"seed {seed} is not among submission.json's seeds"))
             continue
-        for key in ("val_bpb", "model_bytes", "train_time_ms", "total_eval_time_ms", "code_sha256"):
-            if run.get(key) is None:
-                problems.append(f"{path.name}: no {key} in the log")
-        runs.append(run)
-    return runs, problems
+        twin = seen.get(seed)
+        if seed is not None and twin is not None and twin["val_bpb"] == run["val_bpb"]:
+            ignored.append(dict(run, left_out=f"a copy of {twin['name']} (same seed and score)"))
+            continue
+        seen.setdefault(seed, run)
+        counted.append(run)
+    return counted, ignored
 
 
-def check_code(runs: list[dict], script_bytes: int | None) -> list[str]:
-    problems = []
-    hashes = sorted({str(run.get("code_sha256")) for run in runs})
+def read_record(folder: Path) -> Record:
+    submission, decimals, problems = read_submission(folder)
+    training, evaluation_only = read_training_logs(folder)
+    runs, ignored = select_runs(training, submission)
+    ignored += evaluation_only
+    script_path = folder / "train_gpt.py"
+    script = script_path.read_bytes() if script_path.is_file() else None  # packed copies are not UTF-8
+    return Record(folder, submission, problems, runs, ignored, script, decimals)
+
+
+# -----------------------------------------------------------------------------
+# Files, submission, logs, seeds, score
+# -----------------------------------------------------------------------------
+
+
+def near_names(folder: Path, wanted: str) -> list[str]:
+    """Files a human may have meant for `wanted`: other case, other extension, a suffix."""
+    stem = Path(wanted).stem.lower()
+    return sorted(p.name for p in folder.iterdir() if p.is_file() and p.name != wanted
+                  and (p.name.lower() == wanted.lower() or p.stem.lower() == stem or p.stem.lower().startswith(stem)))
+
+
+def check_files(record: Record) -> Check:
+    failures = []
+    for name in REQUIRED_FILES:
+        if not (record.folder / name).is_file():
+            near = near_names(record.folder, name)
+            hint = f" (found {', '.join(near)}: the name must be exactly {name})" if near else ""
+            failures.append(f"missing {name}{hint}")
+    if not record.runs and not record.ignored_runs:
+        failures.append("no training log (*.log or *.txt with training or evaluation lines) anywhere in the folder")
+    logs = len(record.runs) + len(record.ignored_runs)
+    return verdict("files", failures, [], f"{', '.join(REQUIRED_FILES)} and {logs} training log(s)")
+
+
+def check_submission(record: Record) -> Check:
+    if not (record.folder / "submission.json").is_file():
+        return Check("submission", NOT_CHECKED, ["no submission.json (see files)"])
+    if record.submission_problems:
+        return Check("submission", FAIL, record.submission_problems)
+    data, failures, warnings = record.submission, [], []
+    if not isinstance(data.get("val_bpb"), (int, float)):
+        failures.append(f"submission.json has no numeric val_bpb (found {data.get('val_bpb')!r}): "
+                        "the score the leaderboard shows")
+    if not data.get("github_id"):
+        failures.append("submission.json has no github_id")
+    if not (data.get("name") or data.get("author")):
+        failures.append("submission.json has neither name nor author")
+    for key in ("author", "name", "date", "val_loss", "bytes_total"):
+        if data.get(key) is None and not (key == "bytes_total" and data.get("artifact_bytes") is not None):
+            warnings.append(f"submission.json has no {key}")
+    return verdict("submission", failures, warnings, "valid JSON with github_id, name and val_bpb")
+
+
+def check_logs(record: Record) -> Check:
+    if not record.runs:
+        left = [f"{r['name']}: left out: {r['left_out']}" for r in record.ignored_runs]
+        return Check("logs", FAIL if left else NOT_CHECKED, left or ["no training log to read (see files)"])
+    failures = [f"{run['name']}: {run['unfinished_reason']} (the run did not reach its scored result)"
+                for run in record.runs if not run["finished"]]
+    warnings = [f"{r['name']}: left out: {r['left_out']}" for r in record.ignored_runs]
+    names = ", ".join(f"{r['name']} ({r['final_eval']})" for r in record.runs if r["finished"])
+    return verdict("logs", failures, warnings, f"scored results in {names}")
+
+
+def check_seeds(record: Record) -> Check:
+    runs = record.runs
+    if not runs:
+        return Check("seeds", NOT_CHECKED, ["no training log"])
+    seeds = [None if r["seed"] is None else str(r["seed"]) for r in runs]
+    failures = [f"seed {s} has two logs with different scores" for s in sorted({s for s in seeds if s and seeds.count(s) > 1})]
+    failures += [f"{r['name']}: no seed in the log" for r in runs if r["seed"] is None and len(runs) > 1]
+    claimed = claimed_seeds(record.submission)
+    warnings = []
+    if claimed is not None and sorted(claimed) != sorted(s for s in seeds if s):
+        failures.append(f"submission.json claims seeds {claimed} but the logs ran {sorted(s for s in seeds if s)}")
+    if len(runs) < 3:
+        warnings.append(f"{len(runs)} seed(s): a new record must show p < 0.01 over its runs, usually 3 seeds")
+    return verdict("seeds", failures, warnings, f"seeds {', '.join(s or '?' for s in seeds)}, one log each")
+
+
+def tolerance(decimals: int | None) -> float:
+    """Half a unit of the claim's last written decimal (exact for an unrounded claim)."""
+    return 0.5 * 10.0 ** -(decimals if decimals is not None else 8) + 1e-12
+
+
+def check_score(record: Record) -> Check:
+    claimed = record.submission.get("val_bpb")
+    scores = [r["val_bpb"] for r in record.runs if r["finished"]]
+    if not scores:
+        return Check("score", NOT_CHECKED, ["no log reached a scored val_bpb"])
+    if not isinstance(claimed, (int, float)):
+        return Check("score", NOT_CHECKED, ["submission.json has no numeric val_bpb to compare (see submission)"])
+    mean = statistics.fmean(scores)
+    slack = tolerance(record.decimals.get("val_bpb"))
+    failures = seed_result_problems(record)
+    # The claim may be the mean of the logs, or of the seeds as submission.json writes them
+    # (each then checked against its log), rounded to the claim's decimals.
+    means = [mean] + [m for m in [written_seed_mean(record)] if m is not None]
+    if all(abs(claimed - m) > slack for m in means):
+        failures.insert(0, claim_problem(record, claimed, mean, slack))
+    return verdict("score", failures, [], f"val_bpb {claimed} = mean of {len(scores)} log(s) {mean:.8f} (to {slack:.1g})")
+
+
+def written_seed_mean(record: Record) -> float | None:
+    """The mean of seed_results' val_bpb as written, when it covers exactly the counted seeds."""
+    results = claimed_seed_results(record.submission)
+    seeds = {str(r["seed"]) for r in record.runs if r["finished"]}
+    values = [results[s].get("val_bpb") for s in seeds if s in results]
+    if not seeds or len(values) != len(seeds) or not all(isinstance(v, (int, float)) for v in values):
+        return None
+    return statistics.fmean(values)
+
+
+def claim_problem(record: Record, claimed: float, mean: float, slack: float) -> str:
+    """Why the claim is not the mean; a claim equal to the best seed is named as such."""
+    finished = [r for r in record.runs if r["finished"]]
+    best = min(finished, key=lambda r: r["val_bpb"])
+    if len(finished) > 1 and abs(claimed - best["val_bpb"]) <= slack:
+        return (f"submission.json val_bpb {claimed} is the best seed's score (seed {best['seed']}, "
+                f"{best['val_bpb']:.8f}), not the mean of the {len(finished)} seeds ({mean:.8f})")
+    return (f"submission.json val_bpb {claimed} != mean of the logs' scored val_bpb {mean:.8f} "
+            f"(allowed difference {slack:.1g} at the claim's decimals)")
+
+
+def seed_result_problems(record: Record) -> list[str]:
+    """Each seed's claimed val_bpb in seed_results against that seed's log."""
+    problems, results = [], claimed_seed_results(record.submission)
+    by_seed = {str(r["seed"]): r for r in record.runs if r["finished"]}
+    for seed, claim in results.items():
+        run = by_seed.get(seed)
+        value = claim.get("val_bpb")
+        if run is None or not isinstance(value, (int, float)):
+            continue
+        if abs(value - run["val_bpb"]) > tolerance(decimals_of(value)):
+            problems.append(f"seed_results[{seed}].val_bpb {value} != its log's {run['val_bpb']:.8f}")
+    return problems
+
+
+def decimals_of(value: float) -> int:
+    text = repr(value)
+    return len(text.split(".", 1)[1]) if "." in text and "e" not in text else 8
+
+
+# -----------------------------------------------------------------------------
+# Artifact size and code
+# -----------------------------------------------------------------------------
+
+
+def check_artifact(record: Record, limit: int, strict: bool) -> Check:
+    script_bytes = None if record.script is None else len(record.script)
+    failures, warnings, sizes = [], [], []
+    for run in record.runs:
+        size_problems(run, script_bytes, limit, strict, failures, warnings, sizes)
+    if not sizes:
+        return Check("artifact", NOT_CHECKED, ["no log reports the artifact's or the model's size"])
+    claimed = record.submission.get("bytes_total", record.submission.get("artifact_bytes"))
+    if isinstance(claimed, (int, float)) and int(claimed) != max(sizes):
+        warnings.append(f"submission.json bytes_total {int(claimed):,} != the largest logged total {max(sizes):,}")
+    return verdict("artifact", failures, warnings, f"at most {max(sizes):,} bytes (limit {limit:,})")
+
+
+def size_problems(run: dict, script_bytes: int | None, limit: int, strict: bool, failures: list, warnings: list,
+                  sizes: list) -> None:
+    """The log's own total, and the shipped script + the log's model bytes."""
+    name, total, model = run["name"], run["artifact_bytes"], run["model_bytes"]
+    if isinstance(total, (int, float)):
+        sizes.append(int(total))
+        if total > limit:
+            failures.append(f"{name}: the log's own total is {int(total):,} bytes, over {limit:,}")
+    if script_bytes is None or not isinstance(model, (int, float)):
+        return
+    shipped_total = script_bytes + int(model)
+    sizes.append(shipped_total)
+    compressed = run["code_bytes_compressed"]
+    if shipped_total <= limit:
+        return
+    if isinstance(compressed, (int, float)) and not strict:
+        warnings.append(f"{name}: the log counts code as its compressed size ({int(compressed):,} bytes); the shipped "
+                        f"train_gpt.py is {script_bytes:,} bytes, so shipped script + model = {shipped_total:,}, over "
+                        f"{limit:,} (ship the compressed self-extracting script; --strict fails this)")
+    else:
+        failures.append(f"{name}: shipped train_gpt.py ({script_bytes:,}) + model ({int(model):,}) = "
+                        f"{shipped_total:,} bytes, over {limit:,}")
+
+
+def check_code(record: Record) -> Check:
+    if record.script is None:
+        return Check("code", NOT_CHECKED, ["no train_gpt.py (see files)"])
+    failures, warnings = stub_problems(record), []
+    if unreadable_payload(record):
+        warnings.append("train_gpt.py carries a packed payload this tool cannot unpack: what it runs was not inspected")
+    hashes = {r["code_sha256"] for r in record.runs if r["code_sha256"]}
     if len(hashes) > 1:
-        problems.append(f"logs ran different code: code_sha256 {', '.join(h[:12] for h in hashes)}")
-    for run in runs:
-        if script_bytes is not None and run.get("code_bytes") != script_bytes:
-            problems.append(f"{Path(run['path']).name}: logged code_bytes {run.get('code_bytes')} but the shipped "
-                            f"train_gpt.py has {script_bytes} bytes (not the packed copy of the code that ran?)")
-    return problems
+        failures.append(f"the logs ran different code: code_sha256 {', '.join(sorted(h[:12] for h in hashes))}")
+    for run in record.runs:
+        logged = run["code_bytes"]
+        if not isinstance(logged, (int, float)) or int(logged) == len(record.script):
+            continue
+        message = (f"{run['name']}: the log's code is {int(logged):,} bytes but the shipped train_gpt.py has "
+                   f"{len(record.script):,}")
+        # Our logs name the packed copy's size exactly: a mismatch means another file ships.
+        (failures if run["dialect"] == "ours" else warnings).append(message)
+    checked = [r for r in record.runs if isinstance(r["code_bytes"], (int, float))]
+    passed = (f"train_gpt.py ({len(record.script):,} bytes) runs on its own; its size matches "
+              f"{len(checked)} log(s)" if checked else f"train_gpt.py ({len(record.script):,} bytes) runs on its own "
+              "(no log states the code's size to compare)")
+    return verdict("code", failures, warnings, passed)
 
 
-def artifact_sizes(runs: list[dict], script_bytes: int) -> dict[str, int]:
-    return {Path(run["path"]).name: script_bytes + int(run["model_bytes"])
-            for run in runs if isinstance(run.get("model_bytes"), int)}
+def script_text(data: bytes) -> str:
+    """A script's text: UTF-8, or latin-1 for packed copies that carry raw compressed bytes."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
 
 
-def check_artifact(runs: list[dict], script_bytes: int | None, submission: dict, limit: int) -> list[str]:
-    if script_bytes is None:
-        return []
-    sizes = artifact_sizes(runs, script_bytes)
-    problems = [f"{name}: artifact {size:,} bytes (train_gpt.py {script_bytes:,} + model) exceeds {limit:,}"
-                for name, size in sizes.items() if size > limit]
-    if sizes and "artifact_bytes" in submission and submission["artifact_bytes"] != max(sizes.values()):
-        problems.append(f"submission.json artifact_bytes {submission['artifact_bytes']} != {max(sizes.values())} "
-                        f"(train_gpt.py + the largest model_bytes of the logs)")
-    return problems
+def embedded_sources(tree: ast.AST, depth: int = 0) -> list[ast.AST]:
+    """Sources packed inside a self-extracting script (compressed, maybe base85/64-encoded)."""
+    found = []
+    for node in ast.walk(tree):
+        value = getattr(node, "value", None) if isinstance(node, ast.Constant) else None
+        if not isinstance(value, (str, bytes)) or len(value) < 16:
+            continue
+        inner = decode_payload(value.encode("latin-1", "ignore") if isinstance(value, str) else value)
+        if inner is not None:
+            found.append(inner)
+            if depth < 2:
+                found += embedded_sources(inner, depth + 1)
+    return found
 
 
-def check_times(runs: list[dict], limit_ms: int) -> list[str]:
-    problems = []
-    for run in runs:
-        for key, what in (("train_time_ms", "training"), ("total_eval_time_ms", "evaluation")):
-            value = run.get(key)
-            if isinstance(value, (int, float)) and value > limit_ms:
-                problems.append(f"{Path(run['path']).name}: {what} took {value / 1000:.1f} s, over {limit_ms / 1000:.0f} s")
-    return problems
+def decode_payload(data: bytes) -> ast.AST | None:
+    """Python source from a payload, trying the encodings and compressors packers use."""
+    for decode in (lambda d: d, base64.b85decode, base64.b64decode):
+        try:
+            raw = decode(data)
+        except ValueError:
+            continue
+        for decompress in decompressors():
+            try:
+                tree = ast.parse(decompress(raw).decode("utf-8"))
+            except Exception:  # noqa: BLE001 - any failure means "not this encoding"
+                continue
+            if tree.body:  # an empty result (raw LZMA2 reads a leading zero byte as the end) is no source
+                return tree
+    return None
 
 
-def check_score(runs: list[dict], submission: dict) -> list[str]:
-    values = [run["val_bpb"] for run in runs if isinstance(run.get("val_bpb"), (int, float))]
-    claimed = submission.get("val_bpb")
-    if not values or not isinstance(claimed, (int, float)):
-        return [] if not values else ["submission.json val_bpb is not a number"]
-    mean = statistics.fmean(values)
-    if abs(mean - claimed) > BPB_TOLERANCE:
-        return [f"submission.json val_bpb {claimed} != mean of the logs' final val_bpb {mean:.8f}"]
-    return []
+def decompress_raw_lzma2(data: bytes) -> bytes:
+    """Headerless LZMA2, the format most upstream record wrappers use."""
+    return lzma.decompress(data, format=lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2}])
 
 
-def check_seeds(runs: list[dict], submission: dict) -> list[str]:
-    seeds = [run.get("seed") for run in runs]
-    problems = [f"seed {s} appears in more than one log" for s in sorted({s for s in seeds if seeds.count(s) > 1}, key=str)]
-    claimed = submission.get("seeds")
-    if isinstance(claimed, list) and sorted(map(str, claimed)) != sorted(map(str, seeds)):
-        problems.append(f"submission.json seeds {claimed} != the logs' seeds {seeds}")
-    return problems
+def decompressors() -> list:
+    result = [lzma.decompress, decompress_raw_lzma2, zlib.decompress]
+    try:
+        import brotli
+
+        result.append(brotli.decompress)
+    except ImportError:
+        pass
+    return result
 
 
-def check_record(folder: Path, limit_bytes: int = ARTIFACT_LIMIT_BYTES, limit_ms: int = TIME_LIMIT_MS) -> dict[str, list[str]]:
-    """Every check's name -> its problems (an empty list: passed)."""
-    results = {"files": check_files(folder)}
-    submission, results["submission"] = read_submission(folder)
-    runs, results["finished"] = read_runs(folder)
-    script = folder / "train_gpt.py"
-    script_bytes = script.stat().st_size if script.is_file() else None
-    results["code"] = check_code(runs, script_bytes)
-    results["artifact"] = check_artifact(runs, script_bytes, submission, limit_bytes)
-    results["time"] = check_times(runs, limit_ms)
-    results["score"] = check_score(runs, submission)
-    results["seeds"] = check_seeds(runs, submission)
-    return results
+RUNNERS = {"exec", "open", "run_path", "run_module", "run", "Popen", "call", "check_call", "check_output", "system",
+           "execv", "execvp", "execl", "import_module", "spec_from_file_location", "__import__"}
+
+
+def stub_problems(record: Record) -> list[str]:
+    """train_gpt.py must hold the code it runs: flag one that runs or imports another file."""
+    try:
+        outer = ast.parse(script_text(record.script))
+    except SyntaxError as error:
+        return [f"train_gpt.py is not valid Python: {error}"]
+    trees = [outer] + embedded_sources(outer)
+    local = {p.stem for p in record.folder.glob("*.py") if p.name != "train_gpt.py"}
+    problems = [f"train_gpt.py {what}: code that is not counted in train_gpt.py's bytes"
+                for tree in trees for what in foreign_code(tree, local)]
+    defines = any(isinstance(n, (ast.FunctionDef, ast.ClassDef)) for tree in trees for n in ast.walk(tree))
+    if not defines and not has_payload(outer):
+        problems.append("train_gpt.py defines no function or class: a stub that runs code from elsewhere?")
+    return sorted(set(problems))
+
+
+def looks_packed(value) -> bool:
+    """Packed code, not prose: long bytes, or a long string with almost no whitespace (base85/64)
+    or with control characters (raw compressed bytes); docstrings are neither."""
+    if isinstance(value, bytes):
+        return len(value) >= 1000
+    if not isinstance(value, str) or len(value) < 1000:
+        return False
+    spaces = sum(ch.isspace() for ch in value)
+    return spaces < len(value) / 100 or any(ord(ch) < 32 and ch not in "\n\t\r" for ch in value)
+
+
+def has_payload(tree: ast.AST) -> bool:
+    """A self-extracting script: it carries its code as one packed constant."""
+    return any(isinstance(n, ast.Constant) and looks_packed(n.value) for n in ast.walk(tree))
+
+
+def unreadable_payload(record: Record) -> bool:
+    """A self-extracting wrapper (no function of its own) whose payload this tool cannot unpack."""
+    try:
+        outer = ast.parse(script_text(record.script))
+    except SyntaxError:
+        return False
+    defines = any(isinstance(n, (ast.FunctionDef, ast.ClassDef)) for n in ast.walk(outer))
+    return not defines and has_payload(outer) and not embedded_sources(outer)
+
+
+def foreign_code(tree: ast.AST, local_modules: set[str]) -> list[str]:
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [f"imports {a.name}.py from the folder" for a in node.names if a.name.split(".")[0] in local_modules]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in local_modules:
+            found.append(f"imports {node.module}.py from the folder")
+        elif isinstance(node, ast.Call) and call_name(node) in RUNNERS:
+            found += [f"runs {text}" for text in string_arguments(node) if re.search(r"\.py\b", text)]
+    return found
+
+
+def call_name(node: ast.Call) -> str:
+    func = node.func
+    return func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+
+
+def string_arguments(node: ast.Call) -> list[str]:
+    return [n.value for arg in node.args for n in ast.walk(arg) if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+
+
+# -----------------------------------------------------------------------------
+# Time
+# -----------------------------------------------------------------------------
+
+
+def step_allowance_ms(run: dict) -> float:
+    """The official loop checks the clock after each step, so one step may cross 600 s."""
+    if run["step_avg_ms"]:
+        return float(run["step_avg_ms"])
+    if run["train_time_ms"] and run["steps"]:
+        return float(run["train_time_ms"]) / run["steps"]
+    return 0.0
+
+
+def check_training_time(record: Record, limit_ms: int) -> Check:
+    timed = [r for r in record.runs if isinstance(r["train_time_ms"], (int, float))]
+    if not timed:
+        return Check("training", NOT_CHECKED, ["no log states its training time"])
+    failures = []
+    for run in timed:
+        allowed = limit_ms + step_allowance_ms(run)
+        if run["train_time_ms"] > allowed:
+            failures.append(f"{run['name']}: trained {run['train_time_ms'] / 1000:.3f} s, over {limit_ms / 1000:.0f} s "
+                            f"plus one step ({step_allowance_ms(run) / 1000:.3f} s)")
+    longest = max(r["train_time_ms"] for r in timed)
+    return verdict("training", failures, [], f"at most {longest / 1000:.3f} s in {len(timed)} log(s) "
+                                              f"(limit {limit_ms / 1000:.0f} s plus the step that crosses it)")
+
+
+def evaluation_time(run: dict) -> tuple[float | None, str]:
+    """(milliseconds, what they measure) by the most specific figure the log gives."""
+    if isinstance(run["scored_eval_time_ms"], (int, float)):
+        return float(run["scored_eval_time_ms"]), "scored evaluation"
+    if isinstance(run["total_eval_time_ms"], (int, float)):
+        what = "all evaluations" if run["dialect"] == "ours" else "the log's evaluation time"
+        return float(run["total_eval_time_ms"]), what
+    return None, ""
+
+
+def check_evaluation_time(record: Record, limit_ms: int) -> Check:
+    failures, warnings, seen = [], [], []
+    for run in record.runs:
+        milliseconds, what = evaluation_time(run)
+        if milliseconds is None:
+            continue
+        seen.append(milliseconds)
+        if milliseconds > limit_ms:
+            failures.append(f"{run['name']}: {what} took {milliseconds / 1000:.1f} s, over {limit_ms / 1000:.0f} s")
+        total = run["total_eval_time_ms"]
+        if what == "scored evaluation" and isinstance(total, (int, float)) and total > limit_ms:
+            warnings.append(f"{run['name']}: all evaluation phases together took {total / 1000:.1f} s (diagnostics "
+                            f"included); the scored path took {milliseconds / 1000:.1f} s")
+    if not seen:
+        return Check("evaluation", NOT_CHECKED, ["no log states its evaluation time"])
+    return verdict("evaluation", failures, warnings, f"at most {max(seen) / 1000:.1f} s in {len(seen)} log(s) "
+                                                     f"(limit {limit_ms / 1000:.0f} s)")
+
+
+# -----------------------------------------------------------------------------
+# A challenge run (10-minute track)
+# -----------------------------------------------------------------------------
+
+
+def check_device(record: Record) -> Check:
+    devices = {r["name"]: r["device"] for r in record.runs if r["device"]}
+    if not devices:
+        return Check("device", NOT_CHECKED, ["no log names its device"])
+    failures = grouped([(name, f"ran on {device.upper()}, not on GPUs: not a challenge run")
+                        for name, device in devices.items() if device != "cuda"])
+    return verdict("device", failures, [], f"CUDA in {len(devices)} log(s)")
+
+
+def check_world_size(record: Record) -> Check:
+    sizes = {r["name"]: r["world_size"] for r in record.runs if r["world_size"]}
+    if not sizes:
+        return Check("world_size", NOT_CHECKED, ["no log states its world size"])
+    failures = grouped([(name, f"world size {size}, the 10-minute track runs on 8 GPUs")
+                        for name, size in sizes.items() if size != 8])
+    return verdict("world_size", failures, [], f"8 processes in {len(sizes)} log(s)")
+
+
+def hardware_claims(record: Record) -> list[tuple[str, int | None, str]]:
+    """(where, GPU count, GPU model) from each log that names its GPUs and from submission.json."""
+    claims = [(run["name"], run["gpu_count"], run["gpu_name"]) for run in record.runs if run["gpu_name"]]
+    text = record.submission.get("hardware")
+    if isinstance(text, str) and text.strip():
+        match = re.match(r"\s*(\d+)\s*[x×*]\s*(.+)", text)
+        claims.append(("submission.json hardware", int(match.group(1)) if match else None,
+                       match.group(2) if match else text))
+    return claims
+
+
+def check_hardware(record: Record) -> Check:
+    claims = hardware_claims(record)
+    if not claims:
+        return Check("hardware", NOT_CHECKED, ["no log or submission.json names the GPUs"])
+    failures = []
+    for where, count, model in claims:
+        if "H100" not in model.upper().replace(" ", ""):
+            failures.append(f"{where}: {model.replace('_', ' ')}, not H100: the 10-minute track is timed on 8xH100")
+        elif count is not None and count != 8:
+            failures.append(f"{where}: {count} GPUs, not 8")
+    return verdict("hardware", failures, [], f"8xH100 named by {', '.join(w for w, _, _ in claims)}")
+
+
+def check_validation(record: Record) -> Check:
+    failures, warnings, judged = [], [], 0
+    for run in record.runs:
+        if run["val_max_tokens"]:
+            failures.append((run["name"], f"VAL_MAX_TOKENS={run['val_max_tokens']}: scored on a cut validation set"))
+            judged += 1
+        full = KNOWN_VALIDATION_TOKENS.get(run["tokenizer"] or "")
+        count = run["val_tokens"]
+        if full is None or not isinstance(count, int):
+            continue
+        judged += 1
+        if count < full - VALIDATION_SLACK_TOKENS:
+            failures.append((run["name"], f"{count:,} validation tokens, the whole split is {full:,} with "
+                                          f"{run['tokenizer']}: a cut validation set"))
+        elif count > full + VALIDATION_SLACK_TOKENS:
+            warnings.append((run["name"], f"{count:,} validation tokens, more than the {full:,} of the known "
+                                          f"export for {run['tokenizer']}: another validation set?"))
+    if not judged:
+        tokenizers = sorted({r["tokenizer"] for r in record.runs if r["tokenizer"]})
+        reason = (f"tokenizer {', '.join(tokenizers)} has no known validation token count" if tokenizers
+                  else "no log names its tokenizer and validation token count")
+        return Check("validation", NOT_CHECKED, [reason])
+    return verdict("validation", grouped(failures), grouped(warnings), f"the whole validation set in {judged} log(s)")
+
+
+def check_readme(record: Record) -> Check:
+    path = record.folder / "README.md"
+    if not path.is_file():
+        return Check("readme", NOT_CHECKED, ["no README.md (see files)"])
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    todo = [f"README.md line {i}: {line.strip()[:80]}" for i, line in enumerate(lines, 1)
+            if re.search(r"\b(TODO|TBD|FIXME)\b", line)]
+    if todo:
+        return Check("readme", FAIL, ["README.md still has unfinished sections:"] + todo[:5])
+    if len(" ".join(lines).split()) < 40:
+        return Check("readme", WARN, ["README.md has fewer than 40 words: reviewers expect the method explained"])
+    return Check("readme", OK, [f"{len(lines)} lines, no TODO left"])
+
+
+# -----------------------------------------------------------------------------
+# All together
+# -----------------------------------------------------------------------------
+
+
+def track_of(record: Record) -> str:
+    """'10min_16mb' or 'non_record_16mb', from the folder's path or submission.json."""
+    text = "/".join(record.folder.resolve().parts[-3:]) + " " + str(record.submission.get("track", ""))
+    return "non_record_16mb" if "non_record" in text else "10min_16mb"
+
+
+def check_record(folder: Path, limit_bytes: int = ARTIFACT_LIMIT_BYTES, limit_ms: int = TIME_LIMIT_MS,
+                 strict: bool = False, track: str | None = None) -> list[Check]:
+    record = read_record(Path(folder))
+    track = track or track_of(record)
+    checks = [check_files(record), check_submission(record), check_logs(record), check_seeds(record),
+              check_score(record), check_artifact(record, limit_bytes, strict), check_code(record)]
+    if track == "10min_16mb":
+        checks += [check_training_time(record, limit_ms), check_evaluation_time(record, limit_ms),
+                   check_device(record), check_world_size(record), check_hardware(record),
+                   check_validation(record), check_readme(record)]
+    else:
+        checks += [Check(name, NOT_CHECKED, [f"the {track} track has no time or hardware limit"])
+                   for name in ("training", "evaluation", "device", "world_size", "hardware")]
+        checks += [check_validation(record), check_readme(record)]
+    return checks
+
+
+def report(checks: list[Check]) -> str:
+    lines = []
+    for check in checks:
+        lines.append(f"{check.status:<12} {check.name:<11} {check.details[0] if check.details else ''}".rstrip())
+        lines += [f"{'':<24} {detail}" for detail in check.details[1:]]
+    failed = [c.name for c in checks if c.status == FAIL]
+    warned = [c.name for c in checks if c.status == WARN]
+    unchecked = [c.name for c in checks if c.status == NOT_CHECKED]
+    summary = "record:accepted" if not failed else f"record:refused failed:{','.join(failed)}"
+    extras = [f"warnings:{','.join(warned)}" if warned else "", f"not_checked:{','.join(unchecked)}" if unchecked else ""]
+    lines.append(" ".join([summary] + [e for e in extras if e]))
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", type=Path, help="the record folder")
+    parser.add_argument("--strict", action="store_true",
+                        help="count the shipped train_gpt.py's bytes even when the logs count compressed code")
+    parser.add_argument("--track", choices=("10min_16mb", "non_record_16mb"),
+                        help="default: from the folder's path or submission.json's track (10min_16mb otherwise)")
     parser.add_argument("--limit-bytes", type=int, default=ARTIFACT_LIMIT_BYTES, help="artifact cap (default 16,000,000)")
     parser.add_argument("--limit-seconds", type=float, default=TIME_LIMIT_MS / 1000,
                         help="training and evaluation time limits, each (default 600)")
     args = parser.parse_args(argv)
     if not args.folder.is_dir():
         parser.error(f"{args.folder} is not a folder")
-    results = check_record(args.folder, args.limit_bytes, round(args.limit_seconds * 1000))
-    for name, problems in results.items():
-        print(f"{'ok  ' if not problems else 'FAIL'} {name}")
-        for problem in problems:
-            print(f"     {problem}")
-    failed = [name for name, problems in results.items() if problems]
-    print("record OK" if not failed else f"record has problems: {', '.join(failed)}")
-    return 1 if failed else 0
+    checks = check_record(args.folder, args.limit_bytes, round(args.limit_seconds * 1000), args.strict, args.track)
+    print(report(checks))
+    return 1 if any(c.status == FAIL for c in checks) else 0
 
 
 if __name__ == "__main__":

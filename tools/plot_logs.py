@@ -4,7 +4,9 @@ Why: comparing runs (seeds, sweeps, a change against the baseline) is quicker on
 than in log files. Left panel: training loss against training time. Right panel: validation
 BPB against wall time since training started; evaluations after training (quantized,
 sliding, ttt, ...) follow the end of training, each at the time it finished, and are
-labelled. Curves come from tools/logparse.py (`train_points`, `val_points`).
+labelled. Curves come from tools/logparse.py (`train_points`, `val_points`), so logs of every
+dialect plot: this project's and those of real challenge records (in-training lines without a
+time are placed by step between the lines that have one).
 
 matplotlib is an optional dependency of this tool only (pip install matplotlib).
 Usage: python tools/plot_logs.py logs/run_a.txt logs/run_b.txt -o curves.png
@@ -32,9 +34,9 @@ def load_curves(paths: list[Path], labels: list[str] | None = None) -> list[dict
         raise PlotError(f"{len(labels)} labels for {len(paths)} logs")
     curves = []
     for index, path in enumerate(paths):
-        records = logparse.read_log(path)
+        run = logparse.read_run(path)
         curve = {"label": labels[index] if labels else Path(path).stem,
-                 "train": logparse.train_points(records), "val": logparse.val_points(records)}
+                 "train": logparse.train_points(run), "val": logparse.val_points(run)}
         if not curve["train"] and not curve["val"]:
             raise PlotError(f"{path}: no training loss or validation lines to plot")
         curves.append(curve)
@@ -85,7 +87,7 @@ def plot(curves: list[dict], output: Path, title: str | None = None) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("logs", nargs="+", type=Path, help="run logs (logs/<run_id>.txt)")
+    parser.add_argument("logs", nargs="+", type=Path, help="run logs of any dialect")
     parser.add_argument("-o", "--output", type=Path, default=Path("curves.png"), help="PNG path (default curves.png)")
     parser.add_argument("--labels", help="comma-separated legend labels, one per log (default: file names)")
     parser.add_argument("--title", help="figure title")
@@ -101,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     except PlotError as error:
         print(f"plot_logs.py: error: {error}", file=sys.stderr)
         return 1
-    print(f"wrote {args.output} ({len(curves)} run{'s' if len(curves) > 1 else ''})")
+    print(f"wrote:{args.output} runs:{len(curves)}")
     return 0
 
 
