@@ -9,21 +9,21 @@
 #   bash run.sh test     install the requirements and run the test suite
 #
 # Extra environment variables pass through to train_gpt.py: `SEED=314 bash run.sh`.
-# NPROC overrides the GPU count; TRAIN_SHARDS limits how many training shards to download.
+# The launcher's own: NPROC overrides the GPU count; TRAIN_SHARDS, how many training shards
+# the data must have (downloaded if missing); PYTHON, the interpreter. They stop here.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 PYTHON="${PYTHON:-python}"
+CPU_TORCH="torch==2.13.0"  # the CPU build CI and the tests pin; pods keep the PyTorch they bring
 
 usage() {
-  sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
 }
 
+# The GPUs PyTorch can use (CUDA_VISIBLE_DEVICES respected), not what nvidia-smi lists: a rank
+# without a visible GPU dies with "invalid device ordinal".
 gpu_count() {
-  if command -v nvidia-smi >/dev/null 2>&1; then
-    nvidia-smi -L 2>/dev/null | grep -c '^GPU ' || true
-  else
-    echo 0
-  fi
+  "$PYTHON" -c 'import torch; print(torch.cuda.device_count())' 2>/dev/null || echo 0
 }
 
 # Gradient accumulation is 8 // world_size, so the world size must divide 8.
@@ -35,37 +35,57 @@ nproc_for() {
   echo 1
 }
 
-run_tests() {
+# requirements.txt never names PyTorch: installing it on a pod would replace the pod's CUDA build.
+install_requirements() {
+  "$PYTHON" -c 'import torch' 2>/dev/null || "$PYTHON" -m pip install -q "$CPU_TORCH"
   "$PYTHON" -m pip install -q -r requirements.txt
+}
+
+run_tests() {
+  install_requirements
   "$PYTHON" -m pytest -q "$@"
 }
 
 # ----------------------------------------------------------------------------------------
 # The record configuration. The dataclass defaults are the published record stack, so only
 # paths, the seed and the evaluation-time mixture are spelled out; every value can be
-# overridden from the caller's environment. DualClock stays off until its GPU time has been
-# measured inside the 600 s evaluation budget (README, DualClock): DC_ENABLED=1 bash run.sh.
+# overridden from the caller's environment. A record run demands CUDA (DEVICE=cuda): if
+# PyTorch lost the GPUs, it fails instead of training on CPUs. DualClock stays off until its GPU
+# time has been measured inside the 600 s evaluation budget: DC_ENABLED=1 bash run.sh.
 # ----------------------------------------------------------------------------------------
+DEFAULT_DATA_PATH=./data/datasets/fineweb10B_sp8192
 record_env() {
-  export DATA_PATH="${DATA_PATH:-./data/datasets/fineweb10B_sp8192}"
+  export DATA_PATH="${DATA_PATH:-$DEFAULT_DATA_PATH}"
   export TOKENIZER_PATH="${TOKENIZER_PATH:-./data/tokenizers/fineweb_8192_bpe.model}"
   export SEED="${SEED:-1337}"
+  export DEVICE="${DEVICE:-cuda}"
   export DC_ENABLED="${DC_ENABLED:-0}"
+}
+
+# The data train_gpt.py will read (DATA_PATH, TOKENIZER_PATH), checked by the same rule the
+# downloader uses; missing data at the default place is downloaded, elsewhere it is an error.
+ensure_data() {
+  local shards=()
+  if [ -n "${TRAIN_SHARDS:-}" ]; then shards=(--train-shards "$TRAIN_SHARDS"); fi
+  local check=("$PYTHON" data/download.py --check --data-path "$DATA_PATH" --tokenizer-path "$TOKENIZER_PATH")
+  if "${check[@]}" "${shards[@]}"; then return; fi
+  if [ "$DATA_PATH" != "$DEFAULT_DATA_PATH" ]; then
+    echo "run.sh: DATA_PATH=$DATA_PATH is incomplete (above); fix it, or unset DATA_PATH to download the export" >&2
+    exit 1
+  fi
+  echo "run.sh: downloading the SP8192 export (resumable; re-run if interrupted)"
+  "$PYTHON" -c 'import huggingface_hub' 2>/dev/null || "$PYTHON" -m pip install -q huggingface_hub
+  "$PYTHON" data/download.py "${shards[@]}"
 }
 
 run_gpu() {
   local gpus="$1"
   local nproc="${NPROC:-$(nproc_for "$gpus")}"
-  local shards=()
-  if [ -n "${TRAIN_SHARDS:-}" ]; then shards=(--train-shards "$TRAIN_SHARDS"); fi
-  if ! "$PYTHON" data/download.py --check "${shards[@]}" >/dev/null 2>&1; then
-    echo "run.sh: SP8192 data missing or incomplete: downloading it (resumable; re-run if interrupted)"
-    "$PYTHON" -c 'import huggingface_hub' 2>/dev/null || "$PYTHON" -m pip install -q huggingface_hub
-    "$PYTHON" data/download.py "${shards[@]}"
-  fi
+  "$PYTHON" -c 'import sentencepiece, brotli, python_minifier' 2>/dev/null || "$PYTHON" -m pip install -q -r requirements.txt
   record_env
+  ensure_data
   echo "run.sh: $gpus GPU(s): torchrun --standalone --nproc_per_node=$nproc train_gpt.py"
-  torchrun --standalone --nproc_per_node="$nproc" train_gpt.py
+  env -u TRAIN_SHARDS -u NPROC torchrun --standalone --nproc_per_node="$nproc" train_gpt.py
 }
 
 # ----------------------------------------------------------------------------------------
@@ -90,11 +110,11 @@ demo_env() {
 }
 
 run_cpu_demo() {
-  echo "run.sh: no CUDA GPU: CPU demo on the embedded standard-library corpus"
-  "$PYTHON" -m pip install -q -r requirements.txt
+  echo "run.sh: no CUDA GPU visible to PyTorch: CPU demo on the embedded standard-library corpus"
+  install_requirements
   "$PYTHON" data/build.py --vocab-size 1024 --out data --name stdlib
   demo_env
-  torchrun --standalone --nproc_per_node=2 train_gpt.py
+  env -u TRAIN_SHARDS -u NPROC torchrun --standalone --nproc_per_node=2 train_gpt.py
   echo
   "$PYTHON" tools/summary.py "${LOG_DIR:-logs}/$RUN_ID.txt"
 }

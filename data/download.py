@@ -23,6 +23,14 @@ The manifest's schema is not documented; the reader accepts, in this order (see
   3. a list of file paths ({"files": [...]} or a bare list): shards counted by name.
 Anything else stops with an error that shows the manifest's top-level keys.
 
+A complete local copy: the tokenizer, every validation shard and the first N training shards,
+each valid, where N is --train-shards when given, else what the last download of that dataset
+asked for (recorded in `download.json` beside the manifest), else every shard the manifest
+lists. `--check` and the download apply this one rule, so a copy made with --train-shards 80
+is complete for `run.sh` (which checks where DATA_PATH and TOKENIZER_PATH point, with
+--data-path and --tokenizer-path; a folder outside the standard layout, with no manifest, is
+checked for what it holds: contiguous valid shards from 000000).
+
 Resuming: each file is fetched to `<name>.partial`, verified, then renamed, so a file under
 its final name is always complete; an interrupted run is resumed by running it again (files
 already present and valid are skipped, invalid ones are fetched again; the hub client also
@@ -51,6 +59,8 @@ from train_gpt import read_shard_header as verify_shard  # noqa: E402  (the one 
 DEFAULT_REPO_ID = "kevclark/parameter-golf"
 DEFAULT_REMOTE_ROOT = "datasets"
 DEFAULT_VOCAB_SIZE = 8192
+STATE_FILE = "download.json"  # beside manifest.json: training shards the last download asked for, per dataset
+REFRESH_HINT = "the local manifest.json may be stale: fetch it again with --refresh-manifest"
 TRAIN_COUNT_KEYS = ("files_train", "train_shards", "num_train_shards", "train_files", "n_train_shards")
 VAL_COUNT_KEYS = ("files_val", "val_shards", "num_val_shards", "val_files", "n_val_shards")
 
@@ -178,7 +188,7 @@ def shard_counts(manifest, dataset_name: str, default_tokenizer: str) -> Plan:
         return Plan(c[0], c[1], (default_tokenizer,))
     keys = sorted(manifest) if isinstance(manifest, dict) else type(manifest).__name__
     raise DownloadError(f"manifest.json has no shard counts for {dataset_name} in any schema this tool "
-                        f"reads (top level: {keys}); see `python data/download.py --help`")
+                        f"reads (top level: {keys}); {REFRESH_HINT}, and see `python data/download.py --help`")
 
 
 # -----------------------------------------------------------------------------
@@ -268,7 +278,7 @@ def planned_files(plan: Plan, dataset_name: str, train_shards: int | None) -> li
         train_shards = plan.train_shards
     if train_shards > plan.train_shards:
         raise DownloadError(f"--train-shards {train_shards}: the manifest lists only {plan.train_shards} "
-                            f"training shards for {dataset_name}")
+                            f"training shards for {dataset_name} ({REFRESH_HINT})")
     folder = f"datasets/{dataset_name}"
     return (list(plan.tokenizer_files)
             + [f"{folder}/fineweb_val_{i:06d}.bin" for i in range(plan.val_shards)]
@@ -290,23 +300,61 @@ def download(fetch: Fetch, out_dir: Path | str = "data", vocab_size: int = DEFAU
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         outcomes = list(pool.map(one, files))
+    record_request(out_dir, dataset_name, plan.train_shards if train_shards is None else train_shards)
     model = next((f for f in plan.tokenizer_files if f.endswith(".model")), default_tokenizer)
     return {"dataset_dir": out_dir / "datasets" / dataset_name,
             "tokenizer_path": out_dir / model, "files": len(files),
             "fetched": outcomes.count("fetched"), "present": outcomes.count("present")}
 
 
-def check_local(out_dir: Path | str = "data", vocab_size: int = DEFAULT_VOCAB_SIZE,
-                train_shards: int | None = None) -> list[str]:
-    """Problems with the local copy (empty list: complete and valid), using the local manifest."""
+def read_state(out_dir: Path) -> dict:
+    path = out_dir / STATE_FILE
+    try:
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except json.JSONDecodeError:
+        return {}
+
+
+def record_request(out_dir: Path, dataset_name: str, train_shards: int) -> None:
+    state = read_state(out_dir)
+    state[dataset_name] = {"train_shards": train_shards}
+    (out_dir / STATE_FILE).write_text(json.dumps(state, indent=1) + "\n", encoding="utf-8")
+
+
+def check_local(out_dir: Path | str = "data", vocab_size: int = DEFAULT_VOCAB_SIZE, train_shards: int | None = None,
+                data_path: Path | str | None = None, tokenizer_path: Path | str | None = None) -> list[str]:
+    """Problems with the local copy (empty list: complete and valid), by the rule of the module doc.
+    data_path / tokenizer_path: where train_gpt.py will read (default: the standard layout under out_dir)."""
     out_dir = Path(out_dir)
     dataset_name, default_tokenizer = dataset_names(vocab_size)
-    manifest_path = out_dir / "manifest.json"
+    folder = Path(data_path) if data_path else out_dir / "datasets" / dataset_name
+    if data_path and (folder.parent.name != "datasets" or not (folder.parent.parent / "manifest.json").is_file()):
+        return check_folder(folder, Path(tokenizer_path or out_dir / default_tokenizer), train_shards)
+    root = folder.parent.parent if data_path else out_dir
+    manifest_path = root / "manifest.json"
     if not manifest_path.is_file():
         return [f"{manifest_path} is missing"]
-    plan = shard_counts(json.loads(manifest_path.read_text(encoding="utf-8")), dataset_name, default_tokenizer)
-    files = planned_files(plan, dataset_name, train_shards)
-    return [f"{out_dir / f} is missing or invalid" for f in files if not is_valid(out_dir / f)]
+    plan = shard_counts(json.loads(manifest_path.read_text(encoding="utf-8")), folder.name, default_tokenizer)
+    if train_shards is None:
+        train_shards = read_state(root).get(folder.name, {}).get("train_shards")
+    files = [root / f for f in planned_files(plan, folder.name, train_shards)]
+    if tokenizer_path:  # train_gpt.py reads this one, wherever it is
+        files = [Path(tokenizer_path)] + [f for f in files if f.suffix == ".bin"]
+    return [f"{f} is missing or invalid" for f in files if not is_valid(f)]
+
+
+def check_folder(folder: Path, tokenizer_path: Path, train_shards: int | None) -> list[str]:
+    """A shard folder outside the standard layout: valid shards numbered from 000000 without gaps, at least
+    one validation shard and `train_shards` (or at least one) training shards, and a valid tokenizer."""
+    problems = [] if is_valid(tokenizer_path) else [f"{tokenizer_path} is missing or invalid"]
+    for split, wanted in (("val", None), ("train", train_shards)):
+        present = sorted(folder.glob(f"fineweb_{split}_*.bin"))
+        count = len(present) if wanted is None else wanted
+        expected = [folder / f"fineweb_{split}_{i:06d}.bin" for i in range(max(count, 1))]
+        problems += [f"{f} is missing or invalid" for f in expected if not is_valid(f)]
+        problems += [f"{f} is out of sequence (shards must be numbered from 000000 without gaps)"
+                     for f in present if f not in expected and wanted is None]
+    return problems
 
 
 # -----------------------------------------------------------------------------
@@ -337,6 +385,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=non_negative_int, default=4, help="parallel downloads (default 4)")
     parser.add_argument("--check", action="store_true",
                         help="only verify the local copy (no network); exit 1 if incomplete")
+    parser.add_argument("--data-path", type=Path, help="with --check: the shard folder to verify (train_gpt's DATA_PATH)")
+    parser.add_argument("--tokenizer-path", type=Path,
+                        help="with --check: the tokenizer to verify (train_gpt's TOKENIZER_PATH)")
     return parser
 
 
@@ -344,10 +395,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.check:
-            problems = check_local(args.out, args.vocab_size, args.train_shards)
-            for problem in problems:
+            problems = check_local(args.out, args.vocab_size, args.train_shards, args.data_path, args.tokenizer_path)
+            for problem in problems[:20]:
                 print(problem)
-            print("local data complete" if not problems else f"{len(problems)} problem(s)")
+            where = args.data_path or args.out / "datasets" / dataset_names(args.vocab_size)[0]
+            shards = len(list(Path(where).glob("fineweb_train_*.bin")))
+            print(f"local data complete: {where} ({shards} training shards)" if not problems
+                  else f"{len(problems)} problem(s) with the local data at {where}")
             return 1 if problems else 0
         fetch = DirectoryHub(args.hub_dir) if args.hub_dir else HuggingFaceHub(args.repo_id, args.revision)
         result = download(fetch, args.out, args.vocab_size, args.train_shards, args.remote_root,

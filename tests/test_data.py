@@ -332,3 +332,50 @@ def test_download_cli(tiny_build, tmp_path, capsys):
     run = subprocess.run([sys.executable, str(ROOT / "data" / "download.py"), "--help"], capture_output=True,
                          text=True, timeout=60)
     assert run.returncode == 0 and "manifest" in run.stdout
+
+
+def test_check_and_download_agree_on_a_partial_copy(tiny_build, tmp_path, capsys):
+    """After `--train-shards 1` of 2, the check (as run.sh calls it: no --train-shards, where DATA_PATH
+    and TOKENIZER_PATH point) finds the copy complete, and a second download fetches nothing."""
+    hub = make_fake_hub(tiny_build, tmp_path / "hub")
+    out = tmp_path / "data"
+    download.download(download.DirectoryHub(hub), out, TINY_VOCAB, train_shards=1, log=lambda *_: None)
+    folder = out / "datasets" / "fineweb10B_sp512"
+    tokenizer = out / "tokenizers" / "fineweb_512_bpe.model"
+    assert download.check_local(out, TINY_VOCAB) == []
+    assert download.check_local(out, TINY_VOCAB, data_path=folder, tokenizer_path=tokenizer) == []
+    assert download.check_local(out, TINY_VOCAB, 2) == [f"{folder / 'fineweb_train_000001.bin'} is missing or invalid"]
+    shards = len(tiny_build[0]["train_shards"])
+    assert download.main(["--check", "--out", str(out), "--vocab-size", "512", "--data-path", str(folder),
+                          "--tokenizer-path", str(tokenizer)]) == 0
+    assert "local data complete" in capsys.readouterr().out
+    fetch = CountingFetch(download.DirectoryHub(hub))
+    download.download(fetch, out, TINY_VOCAB, log=lambda *_: None)  # no --train-shards: everything
+    assert sorted(fetch.fetched) == [f"datasets/datasets/fineweb10B_sp512/fineweb_train_{i:06d}.bin" for i in range(1, shards)]
+    assert download.check_local(out, TINY_VOCAB) == []
+
+
+def test_check_a_folder_outside_the_layout(tiny_build, tmp_path):
+    result, _ = tiny_build
+    folder = tmp_path / "elsewhere"
+    shutil.copytree(result["dataset_dir"], folder)
+    tokenizer = result["tokenizer_path"]
+    assert download.check_local(tmp_path, TINY_VOCAB, data_path=folder, tokenizer_path=tokenizer) == []
+    assert download.check_local(tmp_path, TINY_VOCAB, 5, data_path=folder, tokenizer_path=tokenizer) == [
+        f"{folder / f'fineweb_train_{i:06d}.bin'} is missing or invalid" for i in range(len(result["train_shards"]), 5)]
+    (folder / "fineweb_train_000000.bin").rename(folder / "fineweb_train_000007.bin")
+    problems = download.check_local(tmp_path, TINY_VOCAB, data_path=folder, tokenizer_path=tokenizer)
+    assert any("out of sequence" in p for p in problems) and any("000000.bin is missing" in p for p in problems)
+    assert download.check_local(tmp_path, TINY_VOCAB, data_path=folder, tokenizer_path=tmp_path / "none.model") \
+        [0].endswith("none.model is missing or invalid")
+
+
+def test_a_stale_manifest_says_how_to_refresh_it(tiny_build, tmp_path):
+    hub = make_fake_hub(tiny_build, tmp_path / "hub")
+    out = tmp_path / "data"
+    download.download(download.DirectoryHub(hub), out, TINY_VOCAB, train_shards=1, log=lambda *_: None)
+    (out / "manifest.json").write_text(json.dumps({"version": 1}), encoding="utf-8")
+    with pytest.raises(download.DownloadError, match="--refresh-manifest"):
+        download.check_local(out, TINY_VOCAB)
+    with pytest.raises(download.DownloadError, match="--refresh-manifest"):
+        download.planned_files(download.Plan(2, 1, ()), "fineweb10B_sp512", 3)
