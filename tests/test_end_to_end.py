@@ -138,3 +138,24 @@ def test_dualclock_on_two_ranks_equals_one_rank(two_rank_run, mode):
         figures[nproc] = (line["neural_bpb"], line["global_bpb"], line["local_bpb"], line["mixed_bpb"])
         assert last(records, "val_bpb", {"event": "final"}) == line["mixed_bpb"]
     assert figures[2] == pytest.approx(figures[1], rel=2e-5)
+
+
+def test_eval_budget_line_and_a_record_run_without_diagnostics(two_rank_run):
+    env, work, records = two_rank_run
+    budget = [r for r in records if r.get("event") == "eval_budget"][-1]
+    phases = {k: budget[k] for k in ("pre_quant_ms", "load_ms", "quantized_ms", "sliding_ms", "ttt_ms")}
+    assert budget["scored_eval_ms"] == pytest.approx(phases["load_ms"] + phases["ttt_ms"], abs=1)
+    assert budget["total_eval_ms"] == pytest.approx(sum(phases.values()), abs=3)
+    assert budget["scored_limit_ms"] == 600_000 and budget["scored_within_limit"] == 1
+    final = [r for r in records if r.get("event") == "final"][-1]
+    assert final["scored_eval_time_ms"] == budget["scored_eval_ms"] and final["total_eval_time_ms"] == budget["total_eval_ms"]
+    assert all(r["compile_ms"] == 0 for r in records if "eval" in r and "compile_ms" in r)  # eager on the CPU
+    # A record run: the unscored diagnostics off, the scored figure unchanged.
+    out = torchrun(dict(env, EVAL_ONLY="1", EVAL_DIAGNOSTICS="0", RUN_ID="record"), 2, work)
+    assert out.returncode == 0, out.stderr[-4000:]
+    record = read_log(work / "logs" / "record.txt")
+    assert set(eval_figures(record)) == {"ttt"}
+    assert eval_figures(record)["ttt"] == pytest.approx(eval_figures(records)["ttt"], rel=2e-5)
+    budget = [r for r in record if r.get("event") == "eval_budget"][-1]
+    assert {k for k in budget if k.endswith("_ms")} == {"load_ms", "ttt_ms", "scored_eval_ms", "total_eval_ms",
+                                                        "scored_limit_ms"}
