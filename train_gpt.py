@@ -322,6 +322,13 @@ def maybe_compile(fn, runtime: Runtime):
     return torch.compile(fn, dynamic=False) if runtime.compile else fn
 
 
+def host_to_device(values, runtime: Runtime, dtype=None) -> Tensor:
+    """A small host list or array on the device without a host sync: a plain copy to CUDA waits for the
+    GPU's queue to drain; from pinned memory a non-blocking copy is queued like a kernel."""
+    tensor = torch.as_tensor(values, dtype=dtype)
+    return tensor.pin_memory().to(runtime.device, non_blocking=True) if runtime.is_cuda else tensor
+
+
 def all_reduce(t: Tensor, runtime: Runtime, op=None) -> Tensor:
     if runtime.distributed:
         dist.all_reduce(t, op=op or dist.ReduceOp.SUM)
@@ -433,9 +440,10 @@ class TrainLoader:
         return self.shards[shard_index][start:start + self.seq_len + 1]
 
     def next_batch(self, num_sequences: int, device: torch.device) -> Tensor:
-        """(num_sequences, seq_len+1) int64 tokens; inputs are [:, :-1], targets [:, 1:]."""
-        windows = np.stack([self._next_window() for _ in range(num_sequences)]).astype(np.int64)
-        return torch.from_numpy(windows).to(device, non_blocking=True)
+        """(num_sequences, seq_len+1) int64 tokens; inputs are [:, :-1], targets [:, 1:]. Copied from
+        pinned memory on CUDA, so the copy does not wait for the GPU (host_to_device)."""
+        windows = torch.from_numpy(np.stack([self._next_window() for _ in range(num_sequences)]).astype(np.int64))
+        return windows.pin_memory().to(device, non_blocking=True) if torch.device(device).type == "cuda" else windows
 
 
 def load_validation_tokens(data_path: str, seq_len: int, max_tokens: int = 0) -> Tensor:
@@ -1429,8 +1437,8 @@ class WindowScorer:
         for first in range(0, len(windows), batch_seqs):
             batch = windows[first:first + batch_seqs]
             pads = batch_seqs - len(batch)
-            starts = torch.tensor([w[0] for w in batch] + [batch[0][0]] * pads, device=device)
-            scored_from = torch.tensor([w[1] for w in batch] + [tokens.numel()] * pads, device=device)
+            starts = host_to_device([w[0] for w in batch] + [batch[0][0]] * pads, self.runtime)
+            scored_from = host_to_device([w[1] for w in batch] + [tokens.numel()] * pads, self.runtime)
             sequences = tokens[starts[:, None] + positions]  # (B, L+1)
             with self.runtime.autocast():
                 hidden = self.hidden(sequences[:, :-1])  # (B, L, d)
@@ -1524,8 +1532,8 @@ class ChunkTrainer:
         that the all-reduced gradient is the batch mean whatever the number of ranks."""
         mine = batch[self.runtime.rank::self.runtime.world_size]
         pads = self.rows - len(mine)
-        starts = torch.tensor(mine + [batch[0]] * pads, device=tokens.device)
-        weights = torch.tensor([1.0 / len(batch)] * len(mine) + [0.0] * pads, device=tokens.device)
+        starts = host_to_device(mine + [batch[0]] * pads, self.runtime)
+        weights = host_to_device([1.0 / len(batch)] * len(mine) + [0.0] * pads, self.runtime, torch.float32)
         sequences = tokens[starts[:, None] + torch.arange(self.h.eval_seq_len + 1, device=tokens.device)]
         with self.runtime.autocast():
             loss = self.loss(sequences[:, :-1], sequences[:, 1:], weights)
