@@ -88,7 +88,7 @@ class Hyperparameters:
     model_dtype: str = "auto"  # auto | bf16 | fp32: embedding (so residual stream) storage; auto: bf16 on CUDA, fp32 on CPU
     attn_impl: str = "auto"  # auto | fa3 | sdpa (auto: FlashAttention-3 when importable on CUDA)
     compile: bool = True  # torch.compile training, evaluation and Newton-Schulz (CUDA only)
-    # Model (SPEC §3).
+    # Model (docs/architecture.md).
     vocab_size: int = 8192
     num_layers: int = 11
     model_dim: int = 512
@@ -106,7 +106,7 @@ class Hyperparameters:
     loop_end: int = 5  # last looped layer
     num_loops: int = 2  # extra passes over LOOP_START..LOOP_END
     enable_looping_at: float = 0.35  # fraction of training at which looping switches on
-    # Training (SPEC §4).
+    # Training (docs/architecture.md).
     iterations: int = 20000  # step cap (the wall clock usually stops first)
     train_batch_tokens: int = 786432  # global tokens per step
     train_seq_len: int = 2048
@@ -131,7 +131,7 @@ class Hyperparameters:
     adam_eps: float = 1e-8
     grad_clip_norm: float = 0.3
     ema_decay: float = 0.9965  # EMA of all weights, applied at the end
-    # GPTQ and artifact (SPEC §5).
+    # GPTQ and artifact (docs/quantization.md).
     gptq_calibration_batches: int = 64  # training micro-batches for the Hessians
     gptq_block_size: int = 128
     gptq_damp: float = 0.01
@@ -140,7 +140,7 @@ class Hyperparameters:
     matrix_clip_sigmas: float = 12.85  # SDClip k for int6 matrices
     embed_clip_sigmas: float = 20.0  # SDClip k for the int8 embedding
     artifact_limit_bytes: int = 16_000_000  # decimal cap on code + model bytes
-    # Evaluation (SPEC §6).
+    # Evaluation (docs/evaluation.md).
     eval_seq_len: int = 2048
     eval_stride: int = 64  # sliding-window stride (scored tokens per window)
     val_batch_seqs: int = 32  # windows per evaluation batch (per rank)
@@ -459,7 +459,7 @@ def load_validation_tokens(data_path: str, seq_len: int, max_tokens: int = 0) ->
 
 # -----------------------------------------------------------------------------
 # MODEL
-# The record architecture (SPEC §3): 11 physical layers, layers 3-5 looped into 17 virtual
+# The record architecture (docs/architecture.md): 11 physical layers, layers 3-5 looped into 17 virtual
 # ones once training is 35 % done, U-Net skips, parallel residuals from layer 7, XSA on all
 # layers, partial RoPE, tied embeddings with a soft-capped head. Precision as published: the
 # embedding, and so the residual stream, in bf16 on CUDA; matrices and controls fp32 masters.
@@ -1007,7 +1007,7 @@ def train(model: GPT, h: Hyperparameters, runtime: Runtime, loader: TrainLoader,
 
 # -----------------------------------------------------------------------------
 # GPTQ
-# Post-training quantization of the final weights (SPEC §5). GPTQ rounds a matrix one column
+# Post-training quantization of the final weights (docs/quantization.md). GPTQ rounds a matrix one column
 # at a time and pushes each rounding error onto the columns not yet rounded, weighted by the
 # input statistics H = E[xᵀx], so the layer's output moves far less than with plain rounding.
 # Matrices become int6, the tied embedding int8 (SDClip per-row scales); small tensors fp16.
@@ -1154,7 +1154,7 @@ def dequantize_state_dict(quantized: Mapping[str, dict]) -> dict[str, Tensor]:
 
 # -----------------------------------------------------------------------------
 # ARTIFACT
-# What a record ships and how its size counts (SPEC §1, §5): the quantized weights as one
+# What a record ships and how its size counts (docs/quantization.md): the quantized weights as one
 # deterministic blob (header + little-endian arrays, byte-shuffled, brotli 11) and the script
 # as a self-extracting minified brotli copy; artifact bytes = code bytes + model bytes <= the cap.
 # Files are replaced atomically, so a crash never leaves a truncated artifact or checkpoint.

@@ -3,7 +3,7 @@
 Why: the published SP8192 FineWeb export needs the network and ~16 GB; the CPU demo, the
 tests and anyone experimenting with another corpus need the same files built from text on
 disk (or from the embedded standard-library corpus, `data/corpus.py`). The output is
-exactly what `train_gpt.py` reads (SPEC §2):
+exactly what `train_gpt.py` reads (docs/data.md):
 
   <out>/tokenizers/<name>_<V>_bpe.model                 SentencePiece BPE, vocab V
   <out>/datasets/<name>_sp<V>/fineweb_val_000000.bin    the first N documents
@@ -98,7 +98,7 @@ def read_documents(paths: Iterable[Path | str], text_field: str = "text") -> lis
 
 def trainer_settings(vocab_size: int, threads: int = 1, sentence_limit: int = 2_000_000,
                      character_coverage: float = 0.999) -> dict:
-    """The published SentencePiece trainer settings (SPEC §2), plus sampling for speed."""
+    """The published SentencePiece trainer settings (docs/data.md), plus sampling for speed."""
     return dict(
         model_type="bpe", vocab_size=vocab_size, character_coverage=character_coverage,
         byte_fallback=True, split_digits=True, normalization_rule_name="nmt_nfkc",

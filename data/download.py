@@ -1,6 +1,6 @@
 """Download the published SP8192 FineWeb export from the Hugging Face hub, verified.
 
-Why: a record run needs the exact published shards and tokenizer (SPEC §2). This tool reads
+Why: a record run needs the exact published shards and tokenizer (docs/data.md). This tool reads
 the export's manifest to learn how many shards exist, fetches the validation shards, the
 first N training shards and the tokenizer into the layout `train_gpt.py` reads, checks
 every shard's header and size, and leaves verified files alone when run again.

@@ -1,5 +1,5 @@
 """GPTQ section: Hessian collection, GPTQ against round-to-nearest, and the int6 / int8 / fp16
-rules of quantize_state_dict (SPEC §5). Tiny matrices, one thread."""
+rules of quantize_state_dict (docs/quantization.md). Tiny matrices, one thread."""
 from __future__ import annotations
 
 import pytest
