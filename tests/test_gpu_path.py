@@ -191,13 +191,17 @@ def test_compiled_newton_schulz_equals_eager():
 # -- DDP: gradients reduced during the backward, equal to one process --------------------------------
 
 DDP_WORKER = '''
-import os, sys
+import dataclasses, os, sys
 import torch
 sys.path.insert(0, {root!r})
 import train_gpt as tg
 
 h = tg.Hyperparameters.from_env()
 runtime = tg.setup_runtime(h)
+if os.environ["COMPILED"] == "1":  # torch.compile(DDP(model)) as on CUDA; aot_eager: AOTAutograd and DDP's graph
+    real_compile = torch.compile  # splitting at its buckets, without inductor's compile time
+    torch.compile = lambda fn, **kwargs: real_compile(fn, **dict(kwargs, backend="aot_eager"))
+    runtime = dataclasses.replace(runtime, compile=True)
 torch.manual_seed(0)
 model = tg.place_model(tg.GPT(h), runtime)
 with torch.no_grad():
@@ -231,12 +235,13 @@ runtime.barrier()
 '''
 
 
-def test_ddp_training_on_two_ranks_equals_one_process(tmp_path):
+@pytest.mark.parametrize("compiled", ["0", "1"])
+def test_ddp_training_on_two_ranks_equals_one_process(tmp_path, compiled):
     worker = tmp_path / "worker.py"
     worker.write_text(DDP_WORKER.format(root=str(ROOT)))
     results = {}
     for nproc in (1, 2):
-        env = dict(TINY_ENV, WARMUP_STEPS="0", OUT=str(tmp_path / f"world{nproc}"))
+        env = dict(TINY_ENV, WARMUP_STEPS="0", OUT=str(tmp_path / f"world{nproc}"), COMPILED=compiled)
         out = torchrun(env, nproc, tmp_path, script=worker)
         assert out.returncode == 0, out.stderr[-4000:]
         results[nproc] = [torch.load(tmp_path / f"world{nproc}_{rank}.pt") for rank in range(nproc)]
