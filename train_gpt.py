@@ -258,7 +258,7 @@ class Runtime:
     local_rank: int
     world_size: int
     distributed: bool
-    model_dtype: torch.dtype  # storage of the embedding, and so of the residual stream (apply_precision)
+    model_dtype: torch.dtype  # storage of the embedding, and so of the residual stream (place_model)
     autocast_dtype: torch.dtype | None  # None: run in fp32 without autocast (CPU)
     attn_impl: str  # "fa3" or "sdpa", resolved
     compile: bool
