@@ -247,3 +247,29 @@ def test_artifact_accounting_sums_and_boundary():
                         "artifact_limit_bytes": 16_000_000, "artifact_valid": 1}
     over = tg.artifact_accounting(16_001, 15_984_000, 16_000_000)
     assert over["artifact_bytes"] == 16_000_001 and over["artifact_valid"] == 0
+
+
+def other_pythons() -> list[Path]:
+    """Other CPython 3.10+ interpreters on this machine (pyenv's), to read the packed copy as they would."""
+    root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+    found = sorted(root.glob("3.1[0-9]*/bin/python3")) if root.is_dir() else []
+    return [p for p in found if not Path(sys.executable).resolve().samefile(p.resolve())]
+
+
+@pytest.mark.skipif(not other_pythons(), reason="no other CPython 3.10+ on this machine")
+def test_packed_copy_reads_the_same_in_every_python(tmp_path):
+    """The raw latin-1 literal under each CPython's own reader: every byte value back exactly, and the
+    whole packed train_gpt.py accepted (compiled; running it needs torch there)."""
+    cases = [bytes(range(256)), b'"""', b"\x000\x008\r\n\\", b'"' * 7, bytes(range(255, -1, -1)) * 3]
+    for index, data in enumerate(cases):
+        (tmp_path / f"{index}.bin").write_bytes(data)
+        (tmp_path / f"{index}.py").write_bytes(
+            ('# coding: latin-1\nx = """' + tg.packed_literal(data) + '""".encode("latin-1")\n').encode("latin-1"))
+    (tmp_path / "packed.py").write_bytes(tg.pack_source(TRAIN_GPT_PATH.read_text()))
+    check = ("import runpy, sys, pathlib\nfolder = pathlib.Path(sys.argv[1])\n"
+             "for data in folder.glob('*.bin'):\n"
+             "    assert runpy.run_path(str(data.with_suffix('.py')))['x'] == data.read_bytes(), data\n"
+             "compile((folder / 'packed.py').read_bytes(), 'packed', 'exec')\nprint('ok')\n")
+    for python in other_pythons():
+        out = subprocess.run([str(python), "-c", check, str(tmp_path)], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0 and out.stdout.strip() == "ok", (python, out.stderr[-2000:])
