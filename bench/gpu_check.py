@@ -94,16 +94,21 @@ def check_config(data: dict, rehearse: bool, args) -> tg.Hyperparameters:
     return tg.Hyperparameters.from_env(env)
 
 
+def training_step(state: tg.TrainState, ema: tg.EMA, h, runtime) -> None:
+    """One step as train() runs it: the step, the EMA, the one agreed host sync."""
+    loss = tg.train_step(state, h, runtime)
+    ema.update(state.model)
+    mean_loss, non_finite, _ = tg.agree_on_step(loss, False, runtime)
+    if non_finite:
+        raise FloatingPointError(f"non-finite loss {mean_loss}")
+
+
 def timed_steps(state: tg.TrainState, ema: tg.EMA, h, runtime, steps: int) -> float:
-    """Milliseconds per training step as train() runs it: the step, the EMA, the one agreed host sync."""
+    """Milliseconds per training step."""
     runtime.synchronize()
     began = time.perf_counter()
     for _ in range(steps):
-        loss = tg.train_step(state, h, runtime)
-        ema.update(state.model)
-        mean_loss, non_finite, _ = tg.agree_on_step(loss, False, runtime)
-        if non_finite:
-            raise FloatingPointError(f"non-finite loss {mean_loss}")
+        training_step(state, ema, h, runtime)
     runtime.synchronize()
     return 1000.0 * (time.perf_counter() - began) / steps
 
@@ -138,7 +143,7 @@ def check_training(h, runtime, train_steps: int) -> tuple[dict, tg.GPT]:
     for looping in (False, True):
         model.looping = looping
         figures[f"step_ms_looping_{int(looping)}"] = timed_steps(state, ema, h, runtime, train_steps)
-    figures["syncs_per_step"] = host_syncs(lambda: timed_steps(state, ema, h, runtime, 2), runtime)
+    figures["syncs_per_step"] = host_syncs(lambda: [training_step(state, ema, h, runtime) for _ in range(2)], runtime)
     if figures["syncs_per_step"] is not None:
         figures["syncs_per_step"] /= 2
     figures["step_ms"] = ((1 - LOOPING_SHARE) * figures["step_ms_looping_0"]
