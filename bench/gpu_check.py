@@ -177,6 +177,9 @@ def check_evaluation(h, runtime, model, clock: Clock) -> tuple[dict, list]:
                "eval_network_s": network_s, "eval_tok_per_s": result.tokens / network_s,
                "dc_chunk_ms": dc_ms / len(kept.chunks), "neural_bpb": result.dualclock["neural_bpb"],
                "mixed_bpb": result.dualclock["mixed_bpb"]}
+    # Host syncs of a 3-chunk pass without DualClock: a few at its end, none per chunk (read nothing back).
+    short = tokens[:3 * h.ttt_chunk_tokens + h.eval_seq_len + 1]
+    figures["syncs_per_3_chunk_pass"] = host_syncs(lambda: tg.evaluate_ttt(scorer, short, tables, h, runtime), runtime)
     if clock.allows(3 * dc_ms / 1000 + 30):  # the same chunks, the sharp experts at orders 8
         replay = tg.DualClock(dataclasses.replace(h, dc_sharp_orders=8), h.vocab_size, runtime.device)
         for chunk in kept.chunks:
