@@ -26,6 +26,7 @@ REFERENCE = "tests/test_dualclock_learning.py::test_default_path_with_learning_m
 HASHED_REFERENCE = "tests/test_dualclock.py::test_vectorized_experts_match_the_slow_reference"
 CAUSALITY = "tests/test_dualclock.py::test_gate_and_escapes_for_a_chunk_learn_only_from_earlier_chunks"
 STABILITY = "tests/test_dualclock_learning.py::test_one_ulp_on_one_network_nll_barely_moves_the_result"
+VERIFIED = "tests/test_dualclock_learning.py::test_the_match_expert_keeps_only_candidates_whose_tokens_agree"
 
 # (name, what the bug does, text in train_gpt.py, its replacement, the tests that must catch it); a bug of
 # several patches gives tuples of texts and replacements.
@@ -79,10 +80,10 @@ BUGS = [
     ("match_unverified", "the match expert uses a candidate whose tokens disagree",
      "bucket * (blocks >= needed))",
      "bucket.clamp_min(1))",
-     [REFERENCE]),
-    ("adam_like_steps", "the former learner: steps of 0.1 per chunk, each gradient divided by its own size",
+     [VERIFIED]),
+    ("adam_like_steps", "Adam's two faults: steps of 0.1 per chunk whatever its size, eps 1e-8",
      ("gradient / (scale + LEARNER_EPS)", "step, keep = rate * share,"),
-     ("gradient / (gradient.abs() + 1e-8)", "step, keep = 0.1,"),
+     ("gradient / (scale + 1e-8)", "step, keep = 0.1,"),
      [STABILITY]),
 ]
 

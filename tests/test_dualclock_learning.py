@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 from collections import defaultdict
 
 import pytest
@@ -123,6 +124,7 @@ def reference_default_path(tokens: torch.Tensor, nll: torch.Tensor, network: dic
     tables, document, open_document = [defaultdict(int), defaultdict(int)], 0, 0
     heads = [dict() for _ in lengths]  # slot -> (position, 32 more bits)
     match_counts = defaultdict(int)  # (matched length, hit) -> earlier positions
+    reference_default_path.false_candidates = 0  # same slot and 32 more bits, tokens disagree
     escape_prior = torch.tensor([[0.4, 2.4, -2.2]] * (orders + 1), dtype=torch.float64).repeat(2, 1, 1)
     escapes, escape_scale = escape_prior.clone(), torch.zeros_like(escape_prior)
     prior = torch.tensor(h.dc_prior + h.dc_prior[-1:], dtype=torch.float64)
@@ -164,6 +166,8 @@ def reference_default_path(tokens: torch.Tensor, nll: torch.Tensor, network: dic
                     blocks += 1
                 if blocks * short >= lengths[level - 1]:
                     matched = (blocks >= 1) + (blocks >= 2) + (blocks >= 4)
+                else:
+                    reference_default_path.false_candidates += 1
             hit = matched > 0 and stream[source + 1] == target
             confidence = 0.0
             if matched:
@@ -228,6 +232,24 @@ def test_default_path_with_learning_matches_the_slow_reference(chunk_tokens, len
         assert all(reference_default_path.match_counts.get((length, hit)) for length in (1, 2, 3) for hit in (0, 1))
     assert not torch.equal(mixer.gate.detach(), mixer.prior)
     assert not torch.equal(expected_columns[:, 2], tg.ppm_logprobs(tokens, settings(dc_escape_steps=0), chunk_tokens)[:, 1])
+
+
+def test_the_match_expert_keeps_only_candidates_whose_tokens_agree(monkeypatch):
+    """With a hash multiplier of 1 (a k-gram's hash is the sum of its tokens) candidates collide all the
+    time; the expert must still match the reference, which reads the tokens."""
+    home = tg.PairTable._home  # the pair table keeps its own hash
+    monkeypatch.setattr(tg.PairTable, "_home", lambda table, keys, multiplier=tg.HASH_MUL: tg.shift_right(
+        keys * multiplier, 65 - table.keys.numel().bit_length()))
+    monkeypatch.setattr(tg, "HASH_MUL", 1)
+    monkeypatch.setattr(sys.modules[__name__], "MUL", 1)
+    h = settings()
+    tokens = repetitive_stream(700, h.vocab_size, seed=33)
+    nll, network = informed_network(tokens, h.vocab_size, seed=34)
+    expected_columns, expected_mixed = reference_default_path(tokens, nll, network, h, 64)
+    assert reference_default_path.false_candidates > 20
+    torch.testing.assert_close(tg.ppm_logprobs(tokens, h, 64), expected_columns[:, 1:], rtol=0, atol=1e-9)
+    torch.testing.assert_close(tg.mix_logprobs(tokens, nll, h, 64, network)[0], expected_mixed, rtol=0, atol=1e-9)
+    assert home is not tg.PairTable._home
 
 
 # -- every candidate of a target, through the public path -------------------------------------------
