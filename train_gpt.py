@@ -2336,7 +2336,7 @@ class TokenGate:
         sampled, used = (logprobs.index_select(0, sample), features.index_select(0, sample)), self.used
         learn(self.gate, self.prior, self.scale, lambda: -self._mixture(*sampled).mean(), self.h.dc_gate_steps,
               self.h.dc_gate_lr, logprobs.shape[0])
-        self.chunk_index, self.used = self.chunk_index + 1, used
+        self.chunk_index, self.used = self.chunk_index + 1, used  # the chunk's weights, not the last sample's
 
 
 def gate_features(n: int, network_stats: dict | None, expert_features: Tensor | None, device) -> Tensor:
