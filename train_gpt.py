@@ -156,7 +156,7 @@ class Hyperparameters:
     ttt_momentum: float = 0.9
     ttt_batch_seqs: int = 32  # global sequences per TTT step
     ttt_grad_clip: float = 1.0
-    # DualClock (SPEC §7): PPM experts mixed with the network during score-first TTT.
+    # DualClock (docs/dualclock.md): PPM experts mixed with the network during score-first TTT.
     dc_enabled: bool = False  # mix PPM experts into the TTT evaluation
     dc_order_g: int = 6
     dc_order_l: int = 8
@@ -171,15 +171,17 @@ class Hyperparameters:
     dc_hash: str = "mixed"  # legacy: published low-bit buckets; mixed: top bits (measured: corrected mode wins)
     dc_local_reset: str = "doc"  # chunk (published) | doc: at each BOS in the context | none
     dc_experts: str = "sharp"  # hashed: the published buckets (DC_HASH..); sharp: exact contexts, learned escapes
-    dc_sharp_orders: int = 3  # sharp global expert: contexts of 0..N tokens
-    dc_document_orders: int = 3  # sharp document expert: contexts of 0..N tokens (N <= DC_SHARP_ORDERS)
+    dc_sharp_orders: int = 2  # sharp global expert: contexts of 0..N tokens
+    dc_document_orders: int = 2  # sharp document expert: contexts of 0..N tokens (N <= DC_SHARP_ORDERS)
     dc_mixer: str = "gate"  # fixed_share (published, per chunk) | gate: per-token weights learned score-first
-    dc_gate_steps: int = 20  # Adam steps per scored chunk for the gate
-    dc_gate_lr: float = 0.1  # its Adam learning rate
+    dc_gate_steps: int = 20  # gradient steps per scored chunk for the gate (together worth DC_GATE_LR per token)
+    dc_gate_lr: float = 3e-5  # the most the gate's weights move per scored token (learn(): bounded steps)
+    dc_gate_floor: float = 1e-4  # the least weight the gate gives each component, the network included
     dc_gate_sample_tokens: int = 4096  # positions of each scored chunk drawn for its steps
-    dc_escape_steps: int = 1  # Adam steps per scored chunk for the sharp experts' escapes
-    dc_escape_lr: float = 0.5  # their Adam learning rate
-    dc_escape_sample_tokens: int = 1024  # positions they learn from: the first of the gate's sample (at most)
+    dc_escape_steps: int = 1  # gradient steps per scored chunk for the sharp experts' escapes
+    dc_escape_lr: float = 3e-5  # the most the escapes move per scored token
+    dc_match_tokens: str = "4,16"  # match expert: context lengths (tokens) looked up, ascending powers of two; 0: off
+    dc_escape_sample_tokens: int = 1024  # positions the escapes learn from: the first of the gate's sample (at most)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Hyperparameters":
@@ -196,6 +198,7 @@ class Hyperparameters:
 
     def validate(self) -> None:
         """Reject settings that would fail later, far from their cause."""
+        match = [int(k) for k in self.dc_match_tokens.split(",") if k in ("1", "2", "4", "8", "16", "32")]
         checks = [
             (2 <= self.vocab_size <= 1 << 16, "VOCAB_SIZE must be in 2..65536 (shards hold uint16 tokens)"),
             (self.model_dim % self.num_heads == 0, "MODEL_DIM must be divisible by NUM_HEADS"),
@@ -213,6 +216,10 @@ class Hyperparameters:
             (self.dc_mixer in ("fixed_share", "gate"), "DC_MIXER must be fixed_share or gate"),
             (1 <= self.dc_document_orders <= self.dc_sharp_orders <= 16,
              "need 1 <= DC_DOCUMENT_ORDERS <= DC_SHARP_ORDERS <= 16"),
+            (0 < self.dc_gate_floor < 0.25, "DC_GATE_FLOOR must be in (0, 0.25)"),
+            (self.dc_match_tokens == "0" or len(match) == self.dc_match_tokens.count(",") + 1
+             and match == sorted(set(match)) and match[-1] <= 4 * match[0] <= 32,
+             "DC_MATCH_TOKENS must be 0 or ascending powers of two, the last <= 4x the first <= 32"),
             (self.dc_escape_sample_tokens >= 1 and self.dc_gate_sample_tokens >= 1,
              "DC_ESCAPE_SAMPLE_TOKENS and DC_GATE_SAMPLE_TOKENS must be at least 1"),
             (all(b > 0 and b & (b - 1) == 0 for b in (self.dc_buckets_g, self.dc_buckets_l)),
@@ -1645,9 +1652,11 @@ def evaluate_ttt(scorer: WindowScorer, tokens: Tensor, tables: ByteTables, h: Hy
 # -----------------------------------------------------------------------------
 # DUALCLOCK
 # Causal PPM experts, global and local (per chunk or document), mixed with the network during
-# score-first evaluation: published hashed experts + fixed-share mixer (SPEC §7), or sharp experts
-# + a per-token gate. Each expert is an exact distribution over all V ids; a chunk is
-# scored in parallel exactly as token by token would; tables, escapes and gate learn after scoring.
+# score-first evaluation: published hashed experts + fixed-share mixer, or sharp experts
+# and a long-range match expert + a per-token gate with a floor on every weight. Each expert is an
+# exact distribution over all V ids; a chunk is scored in parallel exactly as token by token would;
+# tables, escapes and gate learn after scoring, by bounded steps (learn). docs/dualclock.md: design,
+# legality argument, measurements.
 # -----------------------------------------------------------------------------
 
 HASH_MASK = (1 << 63) - 1
@@ -1808,23 +1817,6 @@ def backoff_probability(unigram: tuple, order_counts: list, alpha: float, eps: f
     return probability
 
 
-class RunningUnigram:
-    """q_0's counts: every scored target so far, shared by the experts."""
-
-    def __init__(self, vocab_size: int, device: torch.device):
-        self.vocab_size = vocab_size
-        self.counts = torch.zeros(vocab_size, dtype=torch.int64, device=device)
-        self.total = 0
-
-    def counts_before(self, view: ChunkView) -> tuple[Tensor, Tensor]:
-        earlier = view.prefix_counts(("target",), view.targets, self.vocab_size, view.segments("none"))
-        return self.counts.index_select(0, view.targets) + earlier, self.total + view.position
-
-    def update(self, view: ChunkView) -> None:
-        self.counts.index_add_(0, view.targets, torch.ones_like(view.targets))
-        self.total += view.targets.numel()
-
-
 class DenseCounts:
     """Counts of every index in [0, size) as a dense int32 table, allocated at the first add:
     the published cnt[B*V] / tot[B] layout, for tables that are never reset."""
@@ -1885,7 +1877,7 @@ def _add_to_head(values: Tensor, head_values: Tensor) -> Tensor:
 
 
 class PPMExpert:
-    """Hashed-context PPM with recursive Dirichlet back-off (SPEC §7.2). Per order, counts of
+    """Hashed-context PPM with recursive Dirichlet back-off (docs/dualclock.md). Per order, counts of
     (context bucket, target) pairs and of buckets hold the scored targets of the open segment.
     The expert interface: probability(view, unigram) -> (n,) and update(view)."""
 
@@ -1946,49 +1938,42 @@ class ExpertBank:
     stream order. Published arithmetic (DC_HASH=legacy) computes the probabilities in float32;
     DC_HASH=mixed computes them in float64. Log-probabilities are always float64."""
 
+    names, feature_count, features = ["global", "local"], 0, None  # no gate features of its own
+
     def __init__(self, h: Hyperparameters, vocab_size: int, device: torch.device):
         self.vocab_size, self.hash_mode, self.device = vocab_size, h.dc_hash, device
         dtype = torch.float32 if h.dc_hash == "legacy" else torch.float64
         shared = dict(vocab_size=vocab_size, eps=h.dc_eps_uni, dtype=dtype, device=device)
-        self.unigram = RunningUnigram(vocab_size, device)
+        self.unigram, self.seen = torch.zeros(vocab_size, dtype=torch.int64, device=device), 0  # q_0's counts
         self.experts = [PPMExpert("global", h.dc_order_g, h.dc_buckets_g, h.dc_alpha_g, "none", **shared),
                         PPMExpert("local", h.dc_order_l, h.dc_buckets_l, h.dc_alpha_l, local_reset_mode(h), **shared)]
         self.chunk_index, self.next_start, self.bos_before = 0, 0, 0
 
-    def view(self, tokens: Tensor, start: int, end: int) -> ChunkView:
-        """The view of targets [start, end) of the stream `tokens` (on any device)."""
+    def score_and_update(self, tokens: Tensor, start: int, end: int) -> Tensor:
+        """(n, experts) float64 natural-log probability of targets [start, end) of the stream `tokens` (on any
+        device); then the tables learn them."""
         check_tiling(start, end, self.next_start, tokens.numel())
         max_order = max(expert.orders for expert in self.experts)
         first = max(0, start + 1 - max_order)  # the oldest context token any target reads
-        window = tokens[first:end + 1].to(self.device)
-        return ChunkView(window, first, start - first, end - first, max_order, self.vocab_size,
-                         self.hash_mode, self.chunk_index, self.bos_before)
-
-    def score(self, view: ChunkView) -> Tensor:
-        """(n, experts) float64 natural-log probability of each target, nothing updated."""
-        unigram = self.unigram.counts_before(view)
-        probabilities = [expert.probability(view, unigram) for expert in self.experts]
-        return torch.stack(probabilities, 1).double().log()
-
-    def update(self, view: ChunkView) -> None:
+        view = ChunkView(tokens[first:end + 1].to(self.device), first, start - first, end - first, max_order,
+                         self.vocab_size, self.hash_mode, self.chunk_index, self.bos_before)
+        earlier = view.prefix_counts(("target",), view.targets, self.vocab_size, view.segments("none"))
+        unigram = self.unigram.index_select(0, view.targets) + earlier, self.seen + view.position  # scored targets
+        logprobs = torch.stack([expert.probability(view, unigram) for expert in self.experts], 1).double().log()
         for expert in self.experts:
             expert.update(view)
-        self.unigram.update(view)
+        self.unigram.index_add_(0, view.targets, torch.ones_like(view.targets))
+        self.seen += end - start
         self.bos_before += int((view.tokens[view.start:view.end] == BOS_ID).sum())
-        self.chunk_index, self.next_start = self.chunk_index + 1, view.offset + view.end
-
-    def score_and_update(self, tokens: Tensor, start: int, end: int) -> Tensor:
-        view = self.view(tokens, start, end)
-        logprobs = self.score(view)
-        self.update(view)
+        self.chunk_index, self.next_start = self.chunk_index + 1, end
         return logprobs
 
     def table_bytes(self) -> int:
-        return sum(expert.table_bytes() for expert in self.experts) + self.unigram.counts.numel() * 8
+        return sum(expert.table_bytes() for expert in self.experts) + self.unigram.numel() * 8
 
 
 class FixedShareMixer:
-    """One weight vector per chunk over (neural, global, local) (SPEC §7.3). A chunk is mixed
+    """One weight vector per chunk over (neural, global, local), as published. A chunk is mixed
     with the weights fixed before it; afterwards, with mean chunk losses L_i,
     post_i ∝ w_i·exp(-(L_i - min L)) and w ← (1-s)·post + s·prior. Computed in float64."""
 
@@ -2118,29 +2103,21 @@ class PairTable:
         self.document_values = torch.zeros(1, dtype=torch.long, device=self.device)
 
     def _grow(self, needed: int) -> None:
-        """Move every pair to a larger table without probing: sorted by their new homes, pairs fill the
-        slots from each home on (slot_i = i + max over j <= i of home_j - j); the few that would run past
-        the end wrap around through find."""
+        """Move every pair to a larger table: found again in the order of their entry numbers, so each keeps
+        its number (the name longer pairs hold). Rare: the table is sized for the stream before it starts."""
         if needed >= 1 << 31:  # entry numbers are int32
             raise ValueError(f"DualClock pair table: {needed:,} entries, more than 2^31")
         capacity = self.keys.numel()
         while needed > TABLE_MAX_LOAD * capacity:
             capacity *= 2
         used = (self.keys != EMPTY).nonzero().squeeze(1)
+        used = used.index_select(0, self.entries.index_select(0, used).argsort())
+        moved, keys, values = torch.full_like(self.keys, -1), self.keys.index_select(0, used), self.values.index_select(0, used)
         document = self.document_slots, self.document_values
-        moved = torch.full_like(self.keys, -1)
-        keys, values, entries = (x.index_select(0, used) for x in (self.keys, self.values, self.entries))
         self.__init__(self.device, capacity)
-        home, order = torch.sort(self._home(keys), stable=True)
-        position = torch.arange(keys.numel(), device=keys.device)
-        slot = position + torch.cummax(home - position, 0).values
-        fits = slot < capacity
-        self.keys.index_copy_(0, slot[fits], keys.index_select(0, order[fits]))
-        slot[~fits] = self.find(keys.index_select(0, order[~fits]))[0]
-        self.size = keys.numel()
-        self.values.index_copy_(0, slot, values.index_select(0, order))
-        self.entries.index_copy_(0, slot, entries.index_select(0, order))
-        moved.index_copy_(0, used.index_select(0, order), slot)  # old slot -> new slot, for the document's entries
+        slot = self.find(keys)[0]
+        self.values.index_copy_(0, slot, values)
+        moved.index_copy_(0, used, slot)  # old slot -> new slot, for the document's entries
         self.document_add(moved.index_select(0, document[0][1:]), unpack(document[1][1:]))
 
     def _home(self, keys: Tensor) -> Tensor:  # the top bits of key·HASH_MUL: the slot a key's probe starts at
@@ -2152,7 +2129,7 @@ class PairTable:
 
 class Runs:
     """Equal keys grouped into runs in stream order by one stable sort (split where `segments` change):
-    a key's count of earlier equal keys is its rank in its run (the prefix-rank counter, SPEC §7.2).
+    a key's count of earlier equal keys is its rank in its run (the prefix-rank counter of the published experts).
     order: sorted index -> key; run_sorted: the run of each sorted key; per run its length, start (sorted
     index of its first key) and first (that key); run_of, per key in stream order, where it is known."""
 
@@ -2322,16 +2299,34 @@ def expert_features(stats: Tensor) -> Tensor:
     orders = stats.shape[1]
     top = ((stats[1] > 0).sum(0, keepdim=True) - 1).clamp_min(0)  # (1, n): seen contexts nest, shortest first
     total, distinct = stats[1].gather(0, top)[0], stats[2].gather(0, top)[0]
-    return torch.stack([top[0] / max(orders - 1, 1), torch.log1p(total) / 8, distinct / total.clamp_min(1),
+    return torch.stack([top[0].double() / max(orders - 1, 1), torch.log1p(total) / 8, distinct / total.clamp_min(1),
                         (distinct == 1).double()], 1)
 
 
-@torch.enable_grad()
-def adam_steps(optimizer: torch.optim.Optimizer, loss_function: Callable[[], Tensor], steps: int) -> None:
+# The learner's constants (measured on the stored pass; docs/dualclock.md): each parameter is pulled toward
+# its prior by LEARNER_DECAY_PER_TOKEN per scored token and stays within LEARNER_BOUND of it; a step divides
+# the gradient by a running maximum of its size (decaying by LEARNER_BETA a step) plus LEARNER_EPS.
+LEARNER_DECAY_PER_TOKEN, LEARNER_BOUND, LEARNER_BETA, LEARNER_EPS = 1e-7, 8.0, 0.9, 1e-4
+
+
+def learn(parameter: Tensor, prior: Tensor, scale: Tensor, loss_function: Callable[[], Tensor], steps: int,
+          rate: float, tokens: int) -> None:
+    """The escapes' and the gate's learner, after a chunk of `tokens` targets is scored: `steps` steps on the
+    sampled mean log-loss, each moving a coordinate by at most rate·tokens/steps: the gradient divided by
+    its running size `scale` (max(β·scale, |g|), updated in place) plus LEARNER_EPS. Adam divides by a root
+    mean square with eps 1e-8, so a gradient of 1e-12 whose sign a float rounding flips moves a weight by
+    a full step; here a gradient far below LEARNER_EPS moves it by almost nothing, every step is bounded,
+    the update is a Lipschitz function of the data, the decay toward the prior makes old chunks fade, the
+    bound keeps every weight finite, and the rate per scored token makes chunk sizes learn alike."""
+    share = tokens / max(steps, 1)
+    step, keep = rate * share, (1 - LEARNER_DECAY_PER_TOKEN) ** share
     for _ in range(steps):
-        optimizer.zero_grad()
-        loss_function().backward()
-        optimizer.step()
+        with torch.enable_grad():
+            gradient, = torch.autograd.grad(loss_function(), parameter)
+        with torch.no_grad():
+            torch.maximum(scale * LEARNER_BETA, gradient.abs(), out=scale)
+            offset = (parameter - prior) * keep - step * gradient / (scale + LEARNER_EPS)
+            parameter.copy_(prior + offset.clamp(-LEARNER_BOUND, LEARNER_BOUND))
 
 
 @functools.lru_cache(maxsize=2)  # the experts and the gate learn from the same sample of each chunk
@@ -2340,19 +2335,94 @@ def chunk_sample(n: int, chunk_index: int, count: int, device: torch.device) -> 
     return torch.randperm(n, generator=torch.Generator().manual_seed(chunk_index))[:count].to(device)
 
 
-class SharpExperts:
-    """A global expert (orders 0..DC_SHARP_ORDERS, backing off to uniform) and a document expert (reset at
-    each BOS, backing off to the global one); escapes learned score-first, on each scored chunk's log-loss."""
+class MatchExpert:
+    """Long-range match: at position i (its context ends at tokens[i]), the most recent earlier position j
+    whose last k tokens equal i's, for the longest k of DC_MATCH_TOKENS that has one, predicts tokens[j+1]
+    (j < i: a token of i's context). Per k, a table maps a slot (top bits of a polynomial hash of k tokens)
+    to the last position whose k tokens have it (and 32 more bits of their hash); within a chunk, the
+    position before in the run of equal slots (a stable sort) is more recent. A candidate is used only if
+    its last k tokens equal i's, read from the tokens: a slot or hash collision can lose a match, never
+    make one. Its matched length, the tokens that agree up to 4x the shortest k, in blocks of that k, sets
+    its bucket (at least k, 2k, 4k); the confidence p of a bucket is counted score-first: hits / trials of
+    every earlier position (this chunk's included, as token by token), Laplace-smoothed. Distribution: p on
+    the predicted token plus (1-p) times the document expert's, exact over all V; unmatched, the document
+    expert's."""
 
-    feature_count = 8
+    def __init__(self, h: Hyperparameters, device: torch.device):
+        self.lengths, self.device = [int(k) for k in h.dc_match_tokens.split(",")], device
+        self.counts = torch.zeros(2, 3, dtype=torch.long, device=device)  # trials and hits per bucket
+
+    def score(self, tokens: Tensor, start: int, end: int, document: Tensor) -> tuple[Tensor, Tensor]:
+        """(n,) log-probs of targets [start, end) given the document expert's (n,) log-probs, and (n,) the
+        confidence (0 unmatched): the gate's feature."""
+        lengths, n, device = self.lengths, end - start, self.device
+        short, longest, levels, pad = lengths[0], lengths[-1], len(lengths), 4 * lengths[0]
+        if not start:  # the stream's history (after `pad` tokens that are no token) and one table per k
+            self.history = torch.full((pad + tokens.numel(),), -1, dtype=torch.int32, device=device)
+            slots = 1 << max(tokens.numel(), 1024).bit_length()  # at least one slot per token
+            self.heads = torch.full((levels * slots,), -1, dtype=torch.long, device=device)
+        history, slots = self.history, self.heads.numel() // levels  # level r's table: [r·slots, (r+1)·slots)
+        history[pad + start:pad + end + 1] = tokens[start:end + 1].to(device)
+        window = history[pad - longest + start + 1:pad + end].long()  # tokens start+1-longest .. end-1
+        position = torch.arange(start, end, device=device)
+        # The hash of k tokens, oldest first: the sum of each token times MUL^(tokens after it), wrapping; a
+        # 2k-gram's is its first k-gram's times MUL^k plus its last k-gram's. hashes[k][q]: the k tokens
+        # ending at window[q + k - 1].
+        hashes, k = {1: window}, 1
+        while k < longest:
+            hashes[2 * k] = torch.add(hashes[k][k:], hashes[k][:-k], alpha=_as_int64(pow(HASH_MUL, k, 1 << 64)))
+            k *= 2
+        mixed = torch.stack([hashes[k][longest - k:] for k in lengths]) * HASH_MUL  # (levels, n)
+        key = shift_right(mixed, 65 - slots.bit_length()) + slots * torch.arange(levels, device=device).view(-1, 1)
+        entry = ((position << 32) + (mixed & 0xFFFFFFFF)).view(-1)  # position·2^32 + 32 more bits of the hash
+        # A stable sort groups equal keys in stream order: the entry before in a run is the latest earlier
+        # position of the chunk with that slot; a run's first entry takes the table's (earlier chunks), and
+        # its last one goes to the table for later chunks.
+        sorted_key, order = torch.sort(key.view(-1).int(), stable=True)  # levels·slots < 2^31 below 2^28 tokens
+        entry = entry.index_select(0, order)
+        starts = F.pad(sorted_key[1:] != sorted_key[:-1], (1, 0), value=True).nonzero().squeeze(1)
+        before = torch.cat([entry[:1], entry[:-1]]).scatter_(0, starts, self.heads.index_select(0, sorted_key.index_select(0, starts)))
+        ends = torch.cat([starts[1:], starts.new_tensor([entry.numel()])]) - 1
+        self.heads.scatter_(0, sorted_key.index_select(0, ends).long(), entry.index_select(0, ends))
+        # Candidates: the same slot and the same 32 more bits. A position takes its longest k that has one
+        # (a false one, hiding a shorter true one, has a chance of ~2^-50) and reads the tokens.
+        found = torch.where(((before - entry) & 0xFFFFFFFF == 0) & (before >= 0),
+                            ((sorted_key >> slots.bit_length() - 1) + 1).long() << 40 | before >> 32, 0)
+        found = torch.zeros_like(found).scatter_(0, order, found).view(levels, n).amax(0)  # level << 40 | position
+        index = found.nonzero().squeeze(1)
+        level, candidate, grams = found[index] >> 40, found[index] & (1 << 40) - 1, history.unfold(0, pad, 1)
+        equal = grams.index_select(0, candidate + 1) == grams.index_select(0, index + start + 1)  # (c, pad)
+        # Blocks of `short` tokens that agree, newest first (a block's bools read as one integer of its bytes).
+        full = equal.view(torch.uint8).view({1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[short])
+        blocks = (full == int.from_bytes(bytes([1] * short), "little")).flip(1).cumprod(1).sum(1)
+        bucket = (blocks >= 1).long() + (blocks >= 2) + (blocks >= 4)  # 1..3: at least k, 2k, 4k tokens agree
+        needed = torch.tensor(lengths, device=device)[level - 1] // short  # the looked-up k must agree
+        matched = torch.zeros_like(position).index_put_((index,), bucket * (blocks >= needed))
+        source = torch.zeros_like(position).index_put_((index,), candidate)
+        hit = (matched > 0) & (history.index_select(0, source + 1 + pad) == history[pad + start + 1:pad + end + 1])
+        bucket = (matched == torch.arange(1, 4, device=device).view(-1, 1)).long()  # (3, n)
+        tallies = torch.stack([bucket, bucket * hit])  # (2, 3, n): trials and hits per bucket
+        trials, hits = ((tallies.cumsum(2) - tallies + self.counts.unsqueeze(2)) * bucket).sum(1)  # before each
+        self.counts += tallies.sum(2)
+        confidence = torch.where(matched > 0, (hits + 1).double() / (trials + 2), 0)
+        return torch.log(torch.where(hit, confidence, 0) + (1 - confidence) * document.exp()), confidence
+
+
+class SharpExperts:
+    """A global expert (orders 0..DC_SHARP_ORDERS, backing off to uniform), a document expert (reset at
+    each BOS, backing off to the global one) and, unless DC_MATCH_TOKENS=0, the match expert (backing off to
+    the document expert); escapes learned score-first (learn), on each scored chunk's log-loss."""
 
     def __init__(self, h: Hyperparameters, vocab_size: int, device: torch.device):
         self.h, self.vocab_size, self.device = h, vocab_size, device
         self.table = PairTable(device)
+        self.match = MatchExpert(h, device) if h.dc_match_tokens != "0" else None
+        self.names = ["global", "local", "match"][:2 + bool(self.match)]
+        self.feature_count = 8 + bool(self.match)
         self.orders, self.open_document = (h.dc_sharp_orders, h.dc_document_orders), 0  # global, document
         initial = torch.tensor([0.4, 2.4, -2.2], dtype=torch.float64, device=device)  # d .6, b 2.5, e .1
-        self.escapes = [initial.repeat(orders + 1, 1).requires_grad_() for orders in self.orders]
-        self.optimizer = torch.optim.Adam(self.escapes, lr=h.dc_escape_lr)
+        self.prior = initial.repeat(2, self.orders[0] + 1, 1)  # (expert, order, 3); the document's: its first rows
+        self.escapes, self.scale = self.prior.clone().requires_grad_(), torch.zeros_like(self.prior)
         self.chunk_index, self.next_start, self.documents_before, self.features, self.last_keys = 0, 0, 0, None, None
 
     def first_context(self, tokens: Tensor, row: int, empty: Tensor) -> Tensor:
@@ -2370,7 +2440,8 @@ class SharpExperts:
         return min((self.orders[0] + 1) * targets // 2 + 2, int(TABLE_MAX_LOAD * largest))
 
     def score_and_update(self, tokens: Tensor, start: int, end: int) -> Tensor:
-        """(n, 2) float64 log-probs of targets [start, end); then the tables and escapes learn them."""
+        """(n, 2 or 3) float64 log-probs of targets [start, end) (global, document, match); then the tables
+        and escapes learn them."""
         check_tiling(start, end, self.next_start, tokens.numel())
         if start == 0:
             self.table.reserve(self.stream_entries(tokens.numel() - 1))
@@ -2383,64 +2454,75 @@ class SharpExperts:
         with torch.no_grad():
             logprobs = self.logprobs(stats)
         self.features = torch.cat([expert_features(s) for s in stats], 1)
+        if self.match:
+            match, confidence = self.match.score(tokens, start, end, logprobs[:, 1])
+            logprobs, self.features = torch.cat([logprobs, match.unsqueeze(1)], 1), torch.cat([self.features, confidence.unsqueeze(1)], 1)
         sample = chunk_sample(end - start, self.chunk_index, self.h.dc_gate_sample_tokens, self.device)
         sample = sample[:self.h.dc_escape_sample_tokens]
         sampled = [s.view(-1, s.shape[2]).gather(1, sample.expand(s.shape[0] * s.shape[1], -1)).view(3, -1, len(sample))
                    for s in stats]
-        adam_steps(self.optimizer, lambda: -self.logprobs(sampled).sum(1).mean(), self.h.dc_escape_steps)
+        learn(self.escapes, self.prior, self.scale, lambda: -self.logprobs(sampled).sum(1).mean(),
+              self.h.dc_escape_steps, self.h.dc_escape_lr, end - start)
         self.chunk_index, self.next_start = self.chunk_index + 1, end
         return logprobs
 
     def logprobs(self, stats: list[Tensor]) -> Tensor:
         uniform = torch.full_like(stats[0][0, 0], 1.0 / self.vocab_size)
         global_q = escape_chain(stats[0], self.escapes[0], uniform)
-        return torch.stack([global_q, escape_chain(stats[1], self.escapes[1], global_q)], 1).log()
+        document_q = escape_chain(stats[1], self.escapes[1, :self.orders[1] + 1], global_q)
+        return torch.stack([global_q, document_q], 1).log()
 
     def table_bytes(self) -> int:
-        return self.table.nbytes()
+        match = self.match and self.match.heads.numel() * 8 + self.match.history.numel() * 4
+        return self.table.nbytes() + (match or 0)
 
 
 class TokenGate:
-    """Per-token weights over (neural, global, local): softmax(features·W) of context-only features
-    (the network's entropy and top probability, the sharp experts' expert_features); weights that
-    never see the target keep a mixture of normalized distributions normalized. W is learned score-
-    first: chunk c is mixed with the W of chunks < c, then Adam steps on its log-loss, experts fixed."""
+    """Per-token weights over the components (network, global, document, ..): a floor plus a softmax
+    of a linear map of context-only features (the network's entropy and top probability, the experts'
+    own features), w = floor + (1 - E·floor)·softmax(features·W). Weights that never see the target
+    keep a mixture of normalized distributions normalized; the floor keeps every component, the
+    network included, in the mixture, so its log needs no clamp. W is learned score-first (learn):
+    chunk c is mixed with the W of chunks < c, then steps on its log-loss, experts fixed."""
 
-    def __init__(self, h: Hyperparameters, feature_count: int, device: torch.device):
-        self.h, self.device, self.chunk_index = h, device, 0
-        self.weights = torch.tensor(h.dc_prior, dtype=torch.float64, device=device)  # last chunk's mean
-        self.gate = torch.zeros(feature_count, 3, dtype=torch.float64, device=device)
-        self.gate[0] = self.weights.log()  # feature 0 is a bias: the gate starts at the prior
-        self.optimizer = torch.optim.Adam([self.gate.requires_grad_()], lr=h.dc_gate_lr)
+    def __init__(self, h: Hyperparameters, feature_count: int, prior: tuple, device: torch.device):
+        self.h, self.device, self.chunk_index, self.floor = h, device, 0, h.dc_gate_floor
+        self.weights = torch.tensor(prior, dtype=torch.float64, device=device)  # the last chunk's mean weights
+        self.prior = torch.zeros(feature_count, len(prior), dtype=torch.float64, device=device)
+        self.prior[0] = self.weights.log()  # feature 0 is a bias: the gate starts at the prior
+        self.gate, self.scale = self.prior.clone().requires_grad_(), torch.zeros_like(self.prior)
 
     def _mixture(self, logprobs: Tensor, features: Tensor) -> Tensor:
-        return torch.logsumexp(logprobs + torch.log_softmax(features @ self.gate, 1), 1)
+        self.used = self.floor + (1 - self.gate.shape[1] * self.floor) * torch.softmax(features @ self.gate, 1)
+        return torch.logsumexp(logprobs + self.used.log(), 1)
 
     def mix(self, logprobs: Tensor, features: Tensor) -> Tensor:
         with torch.no_grad():
-            self.weights = torch.softmax(features @ self.gate, 1).mean(0)
-            return self._mixture(logprobs, features).clamp_min(math.log(MIXTURE_FLOOR))
+            mixed = self._mixture(logprobs, features)  # self.used: (n, E) the weights of this chunk's mixture
+            self.weights = self.used.mean(0)
+            return mixed
 
     def update(self, logprobs: Tensor, features: Tensor) -> None:
         sample = chunk_sample(logprobs.shape[0], self.chunk_index, self.h.dc_gate_sample_tokens, self.device)
-        logprobs, features = logprobs.index_select(0, sample), features.index_select(0, sample)
-        adam_steps(self.optimizer, lambda: -self._mixture(logprobs, features).mean(), self.h.dc_gate_steps)
-        self.chunk_index += 1
+        sampled, used = (logprobs.index_select(0, sample), features.index_select(0, sample)), self.used
+        learn(self.gate, self.prior, self.scale, lambda: -self._mixture(*sampled).mean(), self.h.dc_gate_steps,
+              self.h.dc_gate_lr, logprobs.shape[0])
+        self.chunk_index, self.used = self.chunk_index + 1, used  # the chunk's weights, not the last sample's
 
 
 def gate_features(n: int, network_stats: dict | None, expert_features: Tensor | None, device) -> Tensor:
     """(n, F) float64: a bias, the network's entropy (nats / 9) and top probability (zeros without
     network statistics), the sharp experts' own features."""
     stats = network_stats or {key: torch.zeros(n) for key in ("entropy", "top_prob")}
-    columns = [torch.ones(n, device=device), stats["entropy"].to(device) / 9, stats["top_prob"].to(device)]
+    columns = [torch.ones(n, device=device), stats["entropy"].to(device).double() / 9, stats["top_prob"].to(device)]
     extra = [] if expert_features is None else [expert_features]
     return torch.cat([torch.stack(columns, 1).double()] + extra, 1)
 
 
 def check_tiling(start: int, end: int, next_start: int, stream_tokens: int) -> None:
+    """Chunks must tile the stream in order, each with at least one target."""
     if start != next_start or not start < end < stream_tokens:
-        raise ValueError(f"chunks must tile the stream in order: got targets [{start}, {end}) of a stream of "
-                         f"{stream_tokens} tokens, expected start {next_start} and start < end < {stream_tokens}")
+        raise ValueError(f"targets [{start}, {end}) of a stream of {stream_tokens} tokens: expected start {next_start}")
 
 
 def chunk_bounds(num_targets: int, chunk_tokens: int) -> Iterator[tuple[int, int]]:
@@ -2460,10 +2542,11 @@ class DualClock:
     def __init__(self, h: Hyperparameters, vocab_size: int, device: torch.device | str):
         self.device = torch.device(device)
         self.bank = expert_bank(h, vocab_size, self.device)
-        gate_inputs = 3 + getattr(self.bank, "feature_count", 0)
-        self.mixer = (TokenGate(h, gate_inputs, self.device) if h.dc_mixer == "gate"
-                      else FixedShareMixer(h.dc_prior, h.dc_share, self.device))
-        self.names = ["neural", "global", "local", "mixed"]
+        self.names = ["neural", *self.bank.names, "mixed"]
+        prior = h.dc_prior + h.dc_prior[-1:] * (len(self.names) - 4)  # DC_PRIOR; a match expert's: the local one's
+        prior = tuple(w / sum(prior) for w in prior)
+        self.mixer = (TokenGate(h, 3 + self.bank.feature_count, prior, self.device) if h.dc_mixer == "gate"
+                      else FixedShareMixer(prior, h.dc_share, self.device))
         self.loss_sums = torch.zeros(len(self.names), dtype=torch.float64, device=self.device)  # nats
         self.byte_count = torch.zeros((), dtype=torch.float64, device=self.device)
         self.seconds, self.peak_table_bytes = 0.0, 0
@@ -2473,7 +2556,7 @@ class DualClock:
         """(n, 1+experts) component and (n,) mixed log-probs of targets [start, end); then update."""
         logprobs = torch.cat([-neural_nll.to(torch.float64).unsqueeze(1),
                               self.bank.score_and_update(tokens, start, end)], dim=1)
-        features = gate_features(logprobs.shape[0], network_stats, getattr(self.bank, "features", None), self.device)
+        features = gate_features(logprobs.shape[0], network_stats, self.bank.features, self.device)
         mixed = self.mixer.mix(logprobs, features)
         self.mixer.update(logprobs, features)
         return logprobs, mixed

@@ -39,7 +39,8 @@ PHASES = [  # (row name, owner, attribute)
     ("  document counts", tg.PairTable, "document_counts"),
     ("table update", tg.ChunkPairs, "update"),
     ("escape chain (scoring and learning)", tg.SharpExperts, "logprobs"),
-    ("escape learning (Adam steps)", tg, "adam_steps"),
+    ("escape learning (learn steps)", tg, "learn"),
+    ("match expert", tg.MatchExpert, "score"),
     ("gate features", tg, "expert_features"),
 ]
 

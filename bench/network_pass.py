@@ -9,6 +9,10 @@ top probability and byte count (EVAL_DUMP_PATH). On a GPU pod, the same file can
 from the real FineWeb run: `EVAL_ONLY=1 EVAL_DUMP_PATH=pass.pt torchrun ... train_gpt.py`.
 
 Usage: python bench/network_pass.py [--out bench/out/network_pass.pt] [--train-seconds 420]
+
+`--holdout` builds a second pass for checks that must not be tuned on: the validation split is
+the next 250 documents of the same shuffled corpus (the default split's 250 go to training), with
+its own tokenizer and model: bench/out/network_pass_holdout.pt.
 """
 from __future__ import annotations
 
@@ -34,31 +38,39 @@ BENCH_ENV = {
 }
 
 
-def build_corpus(out_dir: Path) -> tuple[Path, Path]:
+VAL_DOCUMENTS = 250
+
+
+def build_corpus(out_dir: Path, holdout: bool = False) -> tuple[Path, Path]:
     from data.build import build_dataset, output_paths
     from data.corpus import stdlib_documents
 
-    paths = output_paths(out_dir, "stdlib_src", 8192)
+    name = "stdlib_src_holdout" if holdout else "stdlib_src"
+    paths = output_paths(out_dir, name, 8192)
     if not paths["tokenizer_path"].exists():
-        build_dataset(stdlib_documents(include_source=True), out_dir, vocab_size=8192, val_documents=250,
-                      name="stdlib_src")
+        documents = stdlib_documents(include_source=True)
+        if holdout:  # validation: documents 250..499, which the default pass trains on
+            documents = documents[VAL_DOCUMENTS:] + documents[:VAL_DOCUMENTS]
+        build_dataset(documents, out_dir, vocab_size=8192, val_documents=VAL_DOCUMENTS, name=name)
     return paths["dataset_dir"], paths["tokenizer_path"]
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "network_pass.pt")
+    parser.add_argument("--out", type=Path, default=None, help="default bench/out/network_pass[_holdout].pt")
+    parser.add_argument("--holdout", action="store_true", help="validate on documents 250..499 instead")
     parser.add_argument("--data", type=Path, default=ROOT / "bench" / "out" / "data")
     parser.add_argument("--train-seconds", type=float, default=420.0)
     parser.add_argument("--nproc", type=int, default=2)
     args = parser.parse_args(argv)
-    dataset_dir, tokenizer_path = build_corpus(args.data)
+    args.out = args.out or ROOT / "bench" / "out" / f"network_pass{'_holdout' if args.holdout else ''}.pt"
+    dataset_dir, tokenizer_path = build_corpus(args.data, args.holdout)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items()}
     env.update(BENCH_ENV, DATA_PATH=str(dataset_dir), TOKENIZER_PATH=str(tokenizer_path),
                MAX_WALLCLOCK_SECONDS=str(args.train_seconds), ITERATIONS="100000", OMP_NUM_THREADS="1",
-               EVAL_DUMP_PATH=str(args.out), RUN_ID="network_pass", LOG_DIR=str(args.out.parent / "logs"),
-               ARTIFACT_PATH=str(args.out.parent / "network_pass.ptz"), CHECKPOINT_PATH="")
+               EVAL_DUMP_PATH=str(args.out), RUN_ID=args.out.stem, LOG_DIR=str(args.out.parent / "logs"),
+               ARTIFACT_PATH=str(args.out.with_suffix(".ptz")), CHECKPOINT_PATH="")
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
                str(ROOT / "train_gpt.py")]
     return subprocess.call(command, env=env, cwd=args.out.parent)
