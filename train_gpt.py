@@ -1171,9 +1171,11 @@ ARTIFACT_MAGIC = b"PGQT"
 ARTIFACT_VERSION = 1
 ARTIFACT_PREFIX = "<4sIII"  # magic, version, header bytes, CRC-32 of everything after the prefix
 PACKED_MARKER = "# parameter-golf packed"
-# Definitions the readable source keeps for the tools and tests but a run never calls (the packer itself, the
-# shard writer, the attention yardstick): the packed copy leaves them out, and code bytes count what ships.
-SOURCE_ONLY = ("packed_literal", "pack_source", "write_shard", "reference_attention")
+# Definitions the readable source keeps for the tools, benches and tests but a run never calls (the packer
+# itself, the shard writer, the yardsticks of attention and GPTQ, the offline replay of DualClock): the packed
+# copy leaves them out, and code bytes count what ships. A test checks that no run path reaches them.
+SOURCE_ONLY = ("packed_literal", "pack_source", "write_shard", "reference_attention", "round_to_nearest",
+               "ppm_logprobs", "mix_logprobs", "chunk_bounds")
 # Array dtypes a blob may hold: header name -> (little-endian numpy dtype, torch dtype).
 ARRAY_DTYPES = {
     "int8": ("<i1", torch.int8), "uint8": ("<u1", torch.uint8), "int16": ("<i2", torch.int16),
@@ -1493,24 +1495,9 @@ def check_scored_once(misscored: int) -> None:
 
 def evaluate_windows(name: str, scorer: WindowScorer, tokens: Tensor, tables: ByteTables, stride: int,
                      h: Hyperparameters, runtime: Runtime) -> EvalResult:
-    """Plain (stride = EVAL_SEQ_LEN) or sliding-window evaluation, windows split across ranks."""
-    runtime.synchronize()
-    start_time = time.perf_counter()
-    scorer.model.eval()
-    tokens = tokens.to(runtime.device)
-    num_targets = tokens.numel() - 1
-    windows = sliding_windows(num_targets, h.eval_seq_len, stride)
-    compile_ms = scorer.warm_up(windows, stride)
-    buffer = torch.zeros(4, num_targets + 1, device=runtime.device)
-    scorer.score(tokens, windows[runtime.rank::runtime.world_size], stride, buffer, 0)
-    scores, misscored = reduce_scores(buffer, runtime)
-    byte_counts = tables.target_bytes(tokens).to(runtime.device)
-    total_nll, misscored, total_bytes = torch.stack([scores[0].double().sum(), misscored.double(),
-                                                     byte_counts.sum()]).tolist()
-    check_scored_once(int(misscored))
-    runtime.synchronize()
-    return EvalResult(name, total_nll / num_targets, total_nll / math.log(2) / total_bytes,
-                      1000.0 * (time.perf_counter() - start_time), num_targets, {"compile_ms": round(compile_ms)})
+    """Plain (stride = EVAL_SEQ_LEN) or sliding-window evaluation: the score-first pass over the whole
+    stream as one chunk, without training (windows split across ranks)."""
+    return evaluate_stream(name, scorer, tokens, tables, h, runtime, stride, tokens.numel(), train=False)
 
 
 def chunk_windows(windows: list[tuple[int, int]], chunk_tokens: int) -> list[list[tuple[int, int]]]:
@@ -1599,29 +1586,35 @@ class NetworkPassRecorder:
 
 def evaluate_ttt(scorer: WindowScorer, tokens: Tensor, tables: ByteTables, h: Hyperparameters, runtime: Runtime,
                  hooks=()) -> EvalResult:
-    """Score-first TTT: for each chunk, score its windows (no grad), hand the gathered scores
-    to the hooks (the DualClock mixer, a recorder), then train on the chunk. The last chunk
-    is never trained on. A hook with `log_fields` is a mixer: its mixed BPB is the score."""
+    """Score-first TTT: the stream in TTT_CHUNK_TOKENS chunks, trained on after scoring (evaluate_stream)."""
+    return evaluate_stream("ttt", scorer, tokens, tables, h, runtime, h.eval_stride, h.ttt_chunk_tokens,
+                           train=h.ttt_epochs > 0, hooks=hooks)
+
+
+def evaluate_stream(name: str, scorer: WindowScorer, tokens: Tensor, tables: ByteTables, h: Hyperparameters,
+                    runtime: Runtime, stride: int, chunk_tokens: int, train: bool, hooks=()) -> EvalResult:
+    """Chunk by chunk: score its windows (no grad), hand the gathered scores to the hooks (the DualClock mixer,
+    a recorder), then, if `train`, train on the chunk; the last chunk is never trained on. A hook with
+    `log_fields` is a mixer: its mixed BPB is the score."""
     runtime.synchronize()
     start_time = time.perf_counter()
     model = scorer.model
     model.eval()
     tokens = tokens.to(runtime.device)
     num_targets = tokens.numel() - 1
-    chunks = chunk_windows(sliding_windows(num_targets, h.eval_seq_len, h.eval_stride), h.ttt_chunk_tokens)
+    chunks = chunk_windows(sliding_windows(num_targets, h.eval_seq_len, stride), chunk_tokens)
     bounds = [(windows[0][1], windows[-1][0] + h.eval_seq_len) for windows in chunks]  # targets of each chunk
     most = max(min(len(range(a, b - h.eval_seq_len + 1, h.eval_seq_len)), h.ttt_batch_seqs) for a, b in bounds)
     trainer = ChunkTrainer(model, h, runtime, rows=max(1, math.ceil(most / runtime.world_size)))
-    compile_ms = scorer.warm_up(chunks[0], h.eval_stride)
-    if h.ttt_epochs > 0 and len(chunks) > 1:
-        compile_ms += trainer.warm_up(trainer.starts(*bounds[0]))
+    train = train and len(chunks) > 1
+    compile_ms = scorer.warm_up(chunks[0], stride) + (trainer.warm_up(trainer.starts(*bounds[0])) if train else 0)
     all_bytes = tables.target_bytes(tokens).to(runtime.device)
     total_nll = torch.zeros((), dtype=torch.float64, device=runtime.device)
     misscored = torch.zeros((), dtype=torch.long, device=runtime.device)
     hook_ms = 0.0
     for index, (windows, (first_target, last_target)) in enumerate(zip(chunks, bounds)):
         buffer = torch.zeros(4, last_target - first_target + 1, device=runtime.device)
-        scorer.score(tokens, windows[runtime.rank::runtime.world_size], h.eval_stride, buffer, first_target)
+        scorer.score(tokens, windows[runtime.rank::runtime.world_size], stride, buffer, first_target)
         (nll, entropy, top_prob), chunk_misscored = reduce_scores(buffer, runtime)  # the chunk's one collective
         total_nll += nll.double().sum()
         misscored += chunk_misscored
@@ -1631,14 +1624,14 @@ def evaluate_ttt(scorer: WindowScorer, tokens: Tensor, tables: ByteTables, h: Hy
             hook_start = time.perf_counter()
             hook.on_chunk(chunk)
             hook_ms += 1000.0 * (time.perf_counter() - hook_start) if hasattr(hook, "log_fields") else 0.0
-        if index < len(chunks) - 1 and h.ttt_epochs > 0:
+        if index < len(chunks) - 1 and train:
             cosine = 0.5 * (1 + math.cos(math.pi * index / max(1, len(chunks) - 1)))
             trainer.train_on_chunk(tokens, first_target, last_target, h.ttt_lr * cosine)
     check_scored_once(int(misscored))
     runtime.synchronize()
     elapsed_ms = 1000.0 * (time.perf_counter() - start_time)
     total_nll, total_bytes = float(total_nll), all_bytes.sum().item()
-    result = EvalResult("ttt", total_nll / num_targets, total_nll / math.log(2) / total_bytes, elapsed_ms, num_targets,
+    result = EvalResult(name, total_nll / num_targets, total_nll / math.log(2) / total_bytes, elapsed_ms, num_targets,
                         {"compile_ms": round(compile_ms)})
     mixers = [hook for hook in hooks if hasattr(hook, "log_fields")]
     if mixers:

@@ -273,3 +273,27 @@ def test_packed_copy_reads_the_same_in_every_python(tmp_path):
     for python in other_pythons():
         out = subprocess.run([str(python), "-c", check, str(tmp_path)], capture_output=True, text=True, timeout=120)
         assert out.returncode == 0 and out.stdout.strip() == "ok", (python, out.stderr[-2000:])
+
+
+def test_no_run_path_reaches_what_the_packed_copy_leaves_out():
+    """The packed copy drops SOURCE_ONLY definitions: nothing main() can reach may name them, except
+    code_bytes_of's branch for the readable source (a packed copy measures itself)."""
+    tree = ast.parse(TRAIN_GPT_PATH.read_text())
+    definitions = {node.name: node for node in tree.body if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
+    assert set(tg.SOURCE_ONLY) <= set(definitions)
+
+    def names(node) -> set[str]:
+        return {n.id if isinstance(n, ast.Name) else n.attr for n in ast.walk(node)
+                if isinstance(n, (ast.Name, ast.Attribute))}
+
+    reached, pending = set(), ["main"]
+    for node in tree.body:  # what runs at import
+        if not isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            pending += names(node)
+    while pending:
+        name = pending.pop()
+        if name in reached or name not in definitions or name == "code_bytes_of":
+            continue
+        reached.add(name)
+        pending += names(definitions[name])
+    assert "code_bytes_of" in names(definitions["run"]) and not reached & set(tg.SOURCE_ONLY), reached & set(tg.SOURCE_ONLY)

@@ -49,8 +49,9 @@ def field_comments(cls) -> dict[str, tuple[str, str]]:
         text, whole_line = comments.get(number, ("", False))
         if whole_line:
             section = re.split(r"[:;]", text, maxsplit=1)[0].rstrip(".")  # "Device: auto picks…" -> "Device"
-            # Developer cross-references such as "(SPEC §3)" name a document users do not have.
-            section = re.sub(r"\s*\(SPEC[^)]*\)", "", section).strip()
+            # Cross-references such as "(docs/architecture.md)" are for readers of the code; the README
+            # points to the documentation on its own.
+            section = re.sub(r"\s*\((SPEC|docs/)[^)]*\)", "", section).strip()
             continue
         match = re.match(r"\s+(\w+)\s*:", line)
         if match:
