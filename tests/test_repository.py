@@ -1,7 +1,7 @@
 """The repository stands alone: no tracked file points outside it.
 
-Users get a clone of this repository and nothing else, so a path into a sibling folder
-(`../shared/...`), an absolute path of a developer's machine (`/work/...`, `/home/...`), a
+Users get a clone of this repository and nothing else, so a path into a sibling folder of the
+checkout (the developers' shared one), an absolute path of a developer's machine, a
 documentation link to a web page, or a relative link to a file that does not exist would
 send them to something they do not have. Fixture logs are data and may name any path, as
 real logs do; everything else is checked.
