@@ -329,11 +329,21 @@ def maybe_compile(fn, runtime: Runtime):
     return torch.compile(fn, dynamic=False) if runtime.compile else fn
 
 
-def host_to_device(values, runtime: Runtime, dtype=None) -> Tensor:
-    """A small host list or array on the device without a host sync: a plain copy to CUDA waits for the
+def host_to_device(values, device: torch.device, dtype=None) -> Tensor:
+    """Host values (a list or array) on the device without a host sync: a plain copy to CUDA waits for the
     GPU's queue to drain; from pinned memory a non-blocking copy is queued like a kernel."""
     tensor = torch.as_tensor(values, dtype=dtype)
-    return tensor.pin_memory().to(runtime.device, non_blocking=True) if runtime.is_cuda else tensor
+    return tensor.pin_memory().to(device, non_blocking=True) if torch.device(device).type == "cuda" else tensor
+
+
+def timed_warm_up(runtime: Runtime, warm_up: Callable[[], None]) -> float:
+    """Run a compile warm-up (on CUDA only: eager needs none) and return the ms it took."""
+    if not runtime.compile:
+        return 0.0
+    began = time.perf_counter()
+    warm_up()
+    runtime.synchronize()
+    return 1000.0 * (time.perf_counter() - began)
 
 
 def all_reduce(t: Tensor, runtime: Runtime, op=None) -> Tensor:
@@ -447,10 +457,8 @@ class TrainLoader:
         return self.shards[shard_index][start:start + self.seq_len + 1]
 
     def next_batch(self, num_sequences: int, device: torch.device) -> Tensor:
-        """(num_sequences, seq_len+1) int64 tokens; inputs are [:, :-1], targets [:, 1:]. Copied from
-        pinned memory on CUDA, so the copy does not wait for the GPU (host_to_device)."""
-        windows = torch.from_numpy(np.stack([self._next_window() for _ in range(num_sequences)]).astype(np.int64))
-        return windows.pin_memory().to(device, non_blocking=True) if torch.device(device).type == "cuda" else windows
+        """(num_sequences, seq_len+1) int64 tokens; inputs are [:, :-1], targets [:, 1:]."""
+        return host_to_device(np.stack([self._next_window() for _ in range(num_sequences)]).astype(np.int64), device)
 
 
 def load_validation_tokens(data_path: str, seq_len: int, max_tokens: int = 0) -> Tensor:
@@ -902,8 +910,12 @@ def build_train_state(model: GPT, h: Hyperparameters, runtime: Runtime, loader: 
     graph is split at the buckets so communication overlaps compute); DDP first, then compile."""
     ddp = None
     if runtime.distributed:
+        # The only buffers are the RoPE tables, the same on every rank: no broadcast before each forward. The
+        # knob's name changed (PyTorch 2.13 deprecates broadcast_buffers for forward_sync_buffers).
+        knob = ("forward_sync_buffers" if "forward_sync_buffers" in DistributedDataParallel.__init__.__code__.co_varnames
+                else "broadcast_buffers")
         ddp = DistributedDataParallel(model, device_ids=[runtime.local_rank] if runtime.is_cuda else None,
-                                      broadcast_buffers=False)  # the only buffers are the RoPE tables
+                                      **{knob: False})
     return TrainState(model, maybe_compile(ddp or model, runtime), ddp, build_optimizers(model, h, runtime), loader)
 
 
@@ -1446,8 +1458,8 @@ class WindowScorer:
         for first in range(0, len(windows), batch_seqs):
             batch = windows[first:first + batch_seqs]
             pads = batch_seqs - len(batch)
-            starts = host_to_device([w[0] for w in batch] + [batch[0][0]] * pads, self.runtime)
-            scored_from = host_to_device([w[1] for w in batch] + [tokens.numel()] * pads, self.runtime)
+            starts = host_to_device([w[0] for w in batch] + [batch[0][0]] * pads, device)
+            scored_from = host_to_device([w[1] for w in batch] + [tokens.numel()] * pads, device)
             sequences = tokens[starts[:, None] + positions]  # (B, L+1)
             with self.runtime.autocast():
                 hidden = self.hidden(sequences[:, :-1])  # (B, L, d)
@@ -1468,17 +1480,12 @@ class WindowScorer:
         values = torch.cat([statistics.float(), torch.ones_like(statistics[:1])])
         buffer.index_add_(1, columns.flatten(), values.flatten(1))
 
-    def warm_up(self, windows: list[tuple[int, int]], stride: int) -> float:
-        """Compile (on CUDA) by scoring the first windows' shapes on a stream of zeros (never the validation
-        tokens), into a throwaway buffer; returns the ms it took."""
-        if not self.runtime.compile:
-            return 0.0
-        began = time.perf_counter()
+    def warm_up(self, windows: list[tuple[int, int]], stride: int) -> None:
+        """Compile by scoring the first windows' shapes on a stream of zeros (never the validation tokens),
+        into a throwaway buffer."""
         windows = windows[:self.h.val_batch_seqs]
         zeros = torch.zeros(windows[-1][0] + self.h.eval_seq_len + 1, dtype=torch.long, device=self.runtime.device)
         self.score(zeros, windows, stride, torch.zeros(4, zeros.numel(), device=zeros.device), 0)
-        self.runtime.synchronize()
-        return 1000.0 * (time.perf_counter() - began)
 
 
 def reduce_scores(buffer: Tensor, runtime: Runtime) -> tuple[Tensor, Tensor]:
@@ -1526,8 +1533,8 @@ class ChunkTrainer:
         that the all-reduced gradient is the batch mean whatever the number of ranks."""
         mine = batch[self.runtime.rank::self.runtime.world_size]
         pads = self.rows - len(mine)
-        starts = host_to_device(mine + [batch[0]] * pads, self.runtime)
-        weights = host_to_device([1.0 / len(batch)] * len(mine) + [0.0] * pads, self.runtime, torch.float32)
+        starts = host_to_device(mine + [batch[0]] * pads, tokens.device)
+        weights = host_to_device([1.0 / len(batch)] * len(mine) + [0.0] * pads, tokens.device, torch.float32)
         sequences = tokens[starts[:, None] + torch.arange(self.h.eval_seq_len + 1, device=tokens.device)]
         with self.runtime.autocast():
             loss = self.loss(sequences[:, :-1], sequences[:, 1:], weights)
@@ -1550,19 +1557,15 @@ class ChunkTrainer:
                 self.optimizer.zero_grad(set_to_none=True)
         self.model.eval()
 
-    def warm_up(self, starts: list[int]) -> float:
-        """Compile (on CUDA) with a throwaway forward and backward on zeros (never the validation tokens),
-        no step; returns the ms it took."""
-        if not self.runtime.compile or not starts:
-            return 0.0
-        began = time.perf_counter()
+    def warm_up(self, starts: list[int]) -> None:
+        """Compile with a throwaway forward and backward on zeros (never the validation tokens), no step."""
+        if not starts:  # the first chunk holds no whole sequence: the first one that does compiles
+            return
         self.model.train()
         batch = starts[:self.h.ttt_batch_seqs]
         self.backward(torch.zeros(batch[-1] + self.h.eval_seq_len + 1, dtype=torch.long, device=self.runtime.device), batch)
         self.model.zero_grad(set_to_none=True)
         self.model.eval()
-        self.runtime.synchronize()
-        return 1000.0 * (time.perf_counter() - began)
 
 
 class NetworkPassRecorder:
@@ -1607,7 +1610,8 @@ def evaluate_stream(name: str, scorer: WindowScorer, tokens: Tensor, tables: Byt
     most = max(min(len(range(a, b - h.eval_seq_len + 1, h.eval_seq_len)), h.ttt_batch_seqs) for a, b in bounds)
     trainer = ChunkTrainer(model, h, runtime, rows=max(1, math.ceil(most / runtime.world_size)))
     train = train and len(chunks) > 1
-    compile_ms = scorer.warm_up(chunks[0], stride) + (trainer.warm_up(trainer.starts(*bounds[0])) if train else 0)
+    compile_ms = timed_warm_up(runtime, lambda: scorer.warm_up(chunks[0], stride))
+    compile_ms += timed_warm_up(runtime, lambda: trainer.warm_up(trainer.starts(*bounds[0]))) if train else 0
     all_bytes = tables.target_bytes(tokens).to(runtime.device)
     total_nll = torch.zeros((), dtype=torch.float64, device=runtime.device)
     misscored = torch.zeros((), dtype=torch.long, device=runtime.device)
