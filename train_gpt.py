@@ -291,6 +291,12 @@ class Runtime:
         if self.distributed:
             dist.barrier()
 
+    def close(self) -> None:
+        """Every rank destroys its process group before exit: left to the interpreter's teardown, gloo's
+        threads now and then abort it ("terminate called without an active exception", SIGABRT)."""
+        if self.distributed and dist.is_initialized():
+            dist.destroy_process_group()
+
 
 def setup_runtime(h: Hyperparameters, env: Mapping[str, str] | None = None) -> Runtime:
     env = os.environ if env is None else env
@@ -2790,8 +2796,7 @@ def main() -> None:
         run(h, runtime, Logger(h, runtime))
         runtime.barrier()  # no rank closes its connections while another still finishes a collective
     finally:
-        if runtime.distributed and dist.is_initialized():
-            dist.destroy_process_group()
+        runtime.close()
 
 
 if __name__ == "__main__":
