@@ -2792,11 +2792,11 @@ def main() -> None:
     if not h.run_id:
         h = dataclasses.replace(h, run_id=time.strftime("%Y%m%d_%H%M%S") + "_" + uuid.uuid4().hex[:6])
     runtime = setup_runtime(h)
-    try:
-        run(h, runtime, Logger(h, runtime))
-        runtime.barrier()  # no rank closes its connections while another still finishes a collective
-    finally:
-        runtime.close()
+    run(h, runtime, Logger(h, runtime))
+    runtime.barrier()  # no rank closes its connections while another still finishes a collective
+    # On success only: a rank that raised exits at once and torchrun stops the others, where tearing its group
+    # down could wait on peers still inside a collective.
+    runtime.close()
 
 
 if __name__ == "__main__":
