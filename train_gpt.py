@@ -86,6 +86,7 @@ class Hyperparameters:
     # Device: auto picks CUDA when present; ATTN_IMPL and COMPILE select the fast kernels.
     device: str = "auto"  # auto | cuda | cpu
     model_dtype: str = "auto"  # auto | bf16 | fp32: embedding (so residual stream) storage; auto: bf16 on CUDA, fp32 on CPU
+    model_published_numerics: bool = False  # 1: RoPE table, soft-cap and skip gate rounded in bf16 as published (docs/architecture.md)
     attn_impl: str = "auto"  # auto | fa3 | sdpa (auto: FlashAttention-3 when importable on CUDA)
     compile: bool = True  # torch.compile training, evaluation and Newton-Schulz (CUDA only)
     # Model (docs/architecture.md).
@@ -498,13 +499,17 @@ class RMSNorm(nn.Module):
         return rms_norm(x)
 
 
-def rotary_tables(seq_len: int, rope_dims: int, base: float, train_seq_len: int, device) -> tuple[Tensor, Tensor]:
+def rotary_tables(seq_len: int, rope_dims: int, base: float, train_seq_len: int, device,
+                  published: bool = False) -> tuple[Tensor, Tensor]:
     """cos, sin of shape (seq_len, rope_dims/2). Past the training length the base grows by
-    (L/L_train)^(d/(d-2)) (NTK-aware scaling), so the slowest frequency still fits L."""
+    (L/L_train)^(d/(d-2)) (NTK-aware scaling), so the slowest frequency still fits L. `published`: up to the
+    training length, the published bf16 table: its frequencies are a buffer the model's bf16 cast rounds, and
+    it forms positions and angles in that dtype (2,048 positions hold 641 values); past it, fp32 as here."""
     if seq_len > train_seq_len:
-        base = base * (seq_len / train_seq_len) ** (rope_dims / (rope_dims - 2))
-    inv_freq = 1.0 / base ** (torch.arange(0, rope_dims, 2, dtype=torch.float32, device=device) / rope_dims)
-    angles = torch.outer(torch.arange(seq_len, dtype=torch.float32, device=device), inv_freq)
+        base, published = base * (seq_len / train_seq_len) ** (rope_dims / (rope_dims - 2)), False
+    dtype = torch.bfloat16 if published else torch.float32
+    inv_freq = (1.0 / base ** (torch.arange(0, rope_dims, 2, dtype=torch.float32, device=device) / rope_dims)).to(dtype)
+    angles = torch.outer(torch.arange(seq_len, dtype=dtype, device=device), inv_freq)
     return angles.cos(), angles.sin()
 
 
@@ -631,8 +636,8 @@ class GPT(nn.Module):
         # RoPE tables, fp32 buffers made here: filling a cache inside the first compiled trace costs one more
         # compile, and the published code forms its positions in bf16, where 2,048 positions collapse into 641
         # distinct values (8 mantissa bits: past 256 integers round to steps of 2, then 4, then 8).
-        self.register_buffer("rotary", torch.stack(rotary_tables(h.train_seq_len, h.rope_dims, h.rope_base,
-                                                                 h.train_seq_len, "cpu")), persistent=False)
+        self.register_buffer("rotary", torch.stack(rotary_tables(h.train_seq_len, h.rope_dims, h.rope_base, h.train_seq_len,
+                                                                 "cpu", h.model_published_numerics)), persistent=False)
         if h.eval_seq_len > h.train_seq_len:  # a longer evaluation context scales the base (rotary_tables)
             self.register_buffer("rotary_long", torch.stack(rotary_tables(h.eval_seq_len, h.rope_dims, h.rope_base,
                                                                           h.train_seq_len, "cpu")), persistent=False)
@@ -673,15 +678,19 @@ class GPT(nn.Module):
             if i < self.skip_weights.size(0) and skips:
                 # U-Net skip, last encoder output first: x = lerp(w*skip, x, sigmoid(g)).
                 weighted = self.skip_weights[i].to(x.dtype) * skips.pop()
-                x = torch.lerp(weighted, x, torch.sigmoid(self.skip_gates[i]).to(x.dtype))
+                gate = self.skip_gates[i]  # sigmoid in fp32, then the stream's dtype (published: the reverse)
+                gate = torch.sigmoid(gate.to(x.dtype)) if self.h.model_published_numerics else torch.sigmoid(gate).to(x.dtype)
+                x = torch.lerp(weighted, x, gate)
             x = self.blocks[layer](x, x0, cos, sin)
         return self.final_norm(x)
 
     def logits(self, hidden: Tensor) -> Tensor:
-        """Tied head with soft cap 30·tanh(z/30), in fp32: (..., d) -> (..., V)."""
-        z = F.linear(hidden, self.tok_emb.weight.to(hidden.dtype)).float()
+        """Tied head with soft cap 30·tanh(z/30), in fp32 (published: in the head's output dtype, bf16 under
+        autocast, then fp32): (..., d) -> (..., V) fp32."""
+        z = F.linear(hidden, self.tok_emb.weight.to(hidden.dtype))
+        z = z if self.h.model_published_numerics else z.float()
         cap = self.h.logit_softcap
-        return cap * torch.tanh(z / cap)
+        return (cap * torch.tanh(z / cap)).float()
 
     def loss(self, input_ids: Tensor, target_ids: Tensor, sequence_weights: Tensor | None = None) -> Tensor:
         """Mean cross-entropy of (B, T) targets; with (B,) sequence_weights, the weighted sum of the
@@ -891,13 +900,19 @@ def sequences_per_micro_step(h: Hyperparameters, runtime: Runtime) -> tuple[int,
 
 
 def sum_gradients(model: nn.Module, runtime: Runtime) -> None:
-    """One flat all-reduce of every gradient, after the backward (TTT's steps are few and small)."""
+    """One flat all-reduce per gradient dtype, after the backward (TTT's steps are few and small). Per dtype:
+    one torch.cat of the bf16 embedding's gradient with the fp32 ones would promote it to fp32, and a
+    parameter refuses a gradient of another dtype."""
     if not runtime.distributed:
         return
-    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in model.parameters()]
-    flat = all_reduce(torch.cat([g.flatten() for g in grads]), runtime)
-    for p, part in zip(model.parameters(), flat.split([g.numel() for g in grads])):
-        p.grad = part.view_as(p)
+    by_dtype: dict[torch.dtype, list[nn.Parameter]] = {}
+    for p in model.parameters():
+        by_dtype.setdefault(p.dtype, []).append(p)
+    for params in by_dtype.values():
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        flat = all_reduce(torch.cat([g.flatten() for g in grads]), runtime)
+        for p, part in zip(params, flat.split([g.numel() for g in grads])):
+            p.grad = part.view_as(p)
 
 
 @dataclass
@@ -1369,10 +1384,11 @@ class ByteTables:
     is_boundary: Tensor  # (V,) bool
 
     def target_bytes(self, tokens: Tensor) -> Tensor:
-        """Bytes of each target tokens[1:] given its predecessor: (N-1,) float64."""
+        """Bytes of each target tokens[1:] given its predecessor: (N-1,) float64, on the tokens' device. The
+        (V,) tables go to the tokens (a host table indexed by device tokens is an error on CUDA)."""
         previous, target = tokens[:-1], tokens[1:]
-        count = self.base_bytes[target] + (self.leading_space[target] & ~self.is_boundary[previous]).long()
-        return count.double()
+        base, leading, boundary = (t.to(tokens.device) for t in (self.base_bytes, self.leading_space, self.is_boundary))
+        return (base[target] + (leading[target] & ~boundary[previous]).long()).double()
 
 
 def load_tokenizer(path: str, vocab_size: int):
@@ -1618,7 +1634,7 @@ def evaluate_stream(name: str, scorer: WindowScorer, tokens: Tensor, tables: Byt
     train = train and len(chunks) > 1
     compile_ms = timed_warm_up(runtime, lambda: scorer.warm_up(chunks[0], stride))
     compile_ms += timed_warm_up(runtime, lambda: trainer.warm_up(trainer.starts(*bounds[0]))) if train else 0
-    all_bytes = tables.target_bytes(tokens).to(runtime.device)
+    all_bytes = tables.target_bytes(tokens)
     total_nll = torch.zeros((), dtype=torch.float64, device=runtime.device)
     misscored = torch.zeros((), dtype=torch.long, device=runtime.device)
     hook_ms = 0.0
