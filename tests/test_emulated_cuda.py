@@ -191,3 +191,14 @@ def test_a_planted_device_or_dtype_bug_fails_the_emulated_pipeline(tiny_env, tmp
     assert out.returncode != 0, f"planted bug not caught: {bug}"
     assert re.search(r"DeviceMismatch|same device|indices should be|assign a gradient|can't convert", out.stderr), \
         out.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_host_sync_bench_counts_one_per_step_and_none_per_plain_ttt_chunk():
+    sys.path.insert(0, str(ROOT / "bench"))
+    import host_syncs
+
+    figures = host_syncs.main()
+    assert figures["train_step"] == figures["train_step_looping"] == 1
+    assert figures["ttt_chunk"] == 0  # scoring and training a chunk never wait for the device
+    assert figures["ttt_chunk_dualclock"] > 0  # DualClock's syncs are counted, and reported
