@@ -20,8 +20,9 @@ from tools.logparse import read_log
 
 torch.set_num_threads(1)
 
-# The record regime on the emulated device, DualClock at its defaults, evaluation small enough for seconds.
-EMULATED = {"DEVICE": "cuda", "MODEL_DTYPE": "bf16", "COMPILE": "0", "DC_ENABLED": "1", "ITERATIONS": "8",
+# The record regime on the emulated device (COMPILE=1: torch.compile is the identity there, so the compile
+# warm-ups and padded shapes run), DualClock at its defaults, evaluation small enough for seconds.
+EMULATED = {"DEVICE": "cuda", "MODEL_DTYPE": "bf16", "COMPILE": "1", "DC_ENABLED": "1", "ITERATIONS": "8",
             "VAL_MAX_TOKENS": "3072"}
 
 
@@ -202,3 +203,15 @@ def test_host_sync_bench_counts_one_per_step_and_none_per_plain_ttt_chunk():
     assert figures["train_step"] == figures["train_step_looping"] == 1
     assert figures["ttt_chunk"] == 0  # scoring and training a chunk never wait for the device
     assert figures["ttt_chunk_dualclock"] > 0  # DualClock's syncs are counted, and reported
+
+
+@pytest.mark.slow
+def test_gpu_check_runs_its_cuda_code_paths_on_emulated_cuda(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(tg.ENV_PREFIXES)}
+    out = subprocess.run([sys.executable, str(ROOT / "tools" / "emulate_cuda.py"), str(ROOT / "bench" / "gpu_check.py"),
+                          "--rehearse"], env=dict(env, OMP_NUM_THREADS="1"), cwd=tmp_path, capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-4000:]
+    summary = [line for line in out.stdout.splitlines() if line.startswith("gpu_check ")]
+    assert summary and "device:Emulated_CUDA" in summary[-1]
+    assert "syncs_per_step:1.0000" in out.stdout  # its own count, through torch.cuda.set_sync_debug_mode

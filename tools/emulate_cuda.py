@@ -29,8 +29,9 @@ output_size). torch.cuda.synchronize is counted apart (an explicit wait, not an 
 torch.cuda.set_sync_debug_mode("warn" | "error") warns or raises on a sync as on CUDA.
 What it answers: torch.cuda's calls (is_available, device_count, set_device, synchronize, events,
 memory statistics as zeros, device name "Emulated CUDA"). What it does not model: kernels, speed,
-memory, streams, NCCL itself, and torch.compile (the runner sets COMPILE=0 unless told; the compiled
-graphs are tested against eager on the CPU by tests/test_gpu_path.py).
+memory, streams, NCCL itself, and torch.compile: under the emulation it returns the function as it is, so
+the code around it (compile warm-ups, padded static shapes) runs eagerly; the compiled graphs are tested
+against eager on the CPU by tests/test_gpu_path.py.
 
 Why not a tensor subclass claiming cuda:0: autograd asks the device's guard for a stream when it
 records an op, and a CPU-only PyTorch build has no CUDA guard; the process aborts (measured with
@@ -145,6 +146,8 @@ class EmulatedCuda(TorchFunctionMode):
             return made
 
         self._patch(torch.nn.Parameter, "__new__", staticmethod(parameter))
+        # torch.compile runs the function eagerly: the code around it (warm-ups, static shapes) still runs.
+        self._patch(torch, "compile", lambda model=None, **kwargs: model if model is not None else (lambda f: f))
         return super().__enter__()
 
     def __exit__(self, *exc):
@@ -480,7 +483,6 @@ def main(argv: list[str]) -> None:
     """Run a script (train_gpt.py, bench/gpu_check.py) as __main__ under the emulation; print a report line."""
     if not argv:
         raise SystemExit("usage: python tools/emulate_cuda.py SCRIPT [ARGS...]")
-    os.environ.setdefault("COMPILE", "0")
     sys.argv = list(argv)
     sys.path.insert(0, str(Path(argv[0]).resolve().parent))
     with EmulatedCuda() as emulation:
