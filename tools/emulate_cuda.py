@@ -81,8 +81,7 @@ DATA_DEPENDENT_SHAPE = {"nonzero", "argwhere", "masked_select", "unique", "uniqu
 MIXED_DEVICES_ALLOWED = {"copy_", "__getitem__", "__setitem__", "index_put_", "index_put", "to", "cpu", "cuda",
                          "new_tensor", "new_full", "new_zeros", "new_ones", "new_empty"}
 INDEXING = {"__getitem__", "__setitem__", "index_put_", "index_put", "index_select", "gather", "take",
-            "index_add_", "index_copy_", "index_fill_", "scatter", "scatter_", "scatter_add", "scatter_add_",
-            "embedding"}
+            "index_add_", "index_copy_", "index_fill_", "scatter", "scatter_", "scatter_add", "scatter_add_"}
 # Calls that read metadata only, from any mix of devices.
 METADATA = {"_has_compatible_shallow_copy_type", "is_floating_point", "is_complex", "dim", "size", "stride", "numel",
             "storage_offset", "untyped_storage", "data_ptr", "element_size", "__len__", "is_same_size", "is_set_to",
@@ -457,6 +456,14 @@ def _set_grad(emulation: EmulatedCuda, func, args, kwargs):
     return func(*args, **kwargs)
 
 
+def _shaped_as(emulation: EmulatedCuda, func, args, kwargs):
+    """view_as, expand_as, reshape_as read only the other tensor's shape: any device, the result on self's."""
+    out = func(*args, **kwargs)
+    if out is not args[0]:
+        _set_index(out, device_index(args[0]))
+    return out
+
+
 def _where(tensor) -> str:
     index = device_index(tensor)
     return "cpu" if index is None else f"cuda:{index}"
@@ -466,6 +473,7 @@ SPECIAL = {
     "to": _to, "cuda": _to, "cpu": _to, "copy_": _copy, "pin_memory": _pin_memory,
     "device.__get__": _device, "is_cuda.__get__": _is_cuda_getter, "get_device": _get_device,
     "is_cpu.__get__": lambda e, f, a, k: device_index(a[0]) is None,
+    "view_as": _shaped_as, "expand_as": _shaped_as, "reshape_as": _shaped_as,
     "grad.__get__": _aliased, "data.__get__": _aliased, "data.__set__": _set_data, "grad.__set__": _set_grad,
 }
 
