@@ -414,7 +414,7 @@ def write_shard(path: str | Path, tokens: np.ndarray) -> None:
 
 
 def find_shards(data_path: str, split: str) -> list[str]:
-    paths = sorted(glob.glob(os.path.join(data_path, f"fineweb_{split}_*.bin")))
+    paths = sorted(glob.glob(os.path.join(data_path, f"fineweb_{split}_[0-9]*.bin")))  # not val_bytes_*
     if not paths:
         raise FileNotFoundError(f"no {split} shards matching {data_path}/fineweb_{split}_*.bin "
                                 f"(download with data/download.py or build with data/build.py)")
@@ -1384,6 +1384,36 @@ def load_tokenizer(path: str, vocab_size: int):
     if processor.vocab_size() != vocab_size:
         raise ValueError(f"tokenizer {path} has {processor.vocab_size()} pieces but VOCAB_SIZE={vocab_size}")
     return processor
+
+
+@dataclass
+class SidecarBytes:
+    """CaseOps data (docs/data.md): the val shards' byte sidecar, entry t = the original text's UTF-8 bytes that
+    val token t carries. Replaces the tables: a case operator carries no byte, its piece's text does not say so."""
+    counts: Tensor  # (N,) int64, parallel to the val stream
+
+    def target_bytes(self, tokens: Tensor) -> Tensor:
+        if tokens.numel() != self.counts.numel():
+            raise ValueError(f"byte sidecar holds {self.counts.numel()} entries for a {tokens.numel()}-token stream")
+        return self.counts[1:].to(tokens.device, torch.float64)
+
+
+def load_byte_sidecar(data_path: str, val_tokens: Tensor, processor) -> SidecarBytes | None:
+    """fineweb_val_bytes_NNNNNN.bin beside the val shards (same format, same length), cut like the stream; None
+    without one, unless the tokenizer holds the CaseOps operators (its tables would count them as 3 bytes)."""
+    paths = sorted(glob.glob(os.path.join(data_path, "fineweb_val_bytes_[0-9]*.bin")))
+    if not paths:
+        if any(processor.piece_to_id(op) != processor.unk_id() for op in "\ue001\ue002\ue003\ue004"):
+            raise FileNotFoundError(f"CaseOps tokenizer but no byte sidecar fineweb_val_bytes_*.bin in {data_path}")
+        return None
+    counts = np.concatenate([load_shard(p, mmap=False) for p in paths])
+    stream = sum(read_shard_header(p) for p in find_shards(data_path, "val"))
+    if len(counts) != stream:
+        raise ValueError(f"byte sidecar has {len(counts)} entries, the val shards {stream} tokens")
+    counts = torch.from_numpy(counts[:val_tokens.numel()].astype(np.int64))
+    if counts[val_tokens == BOS_ID].any():
+        raise ValueError("byte sidecar gives bytes to BOS tokens: it is not parallel to the val shards")
+    return SidecarBytes(counts)
 
 
 def build_byte_tables(processor) -> ByteTables:
@@ -2751,8 +2781,11 @@ def run(h: Hyperparameters, runtime: Runtime, log: Logger) -> None:
     code_bytes = code_bytes_of(Path(__file__))  # now, not after training: it needs python-minifier
     torch.manual_seed(h.seed)  # same seed on every rank: identical initial weights
     np.random.seed(h.seed)
-    tables = build_byte_tables(load_tokenizer(h.tokenizer_path, h.vocab_size))
+    processor = load_tokenizer(h.tokenizer_path, h.vocab_size)
     val_tokens = load_validation_tokens(h.data_path, h.eval_seq_len, h.val_max_tokens)
+    tables = load_byte_sidecar(h.data_path, val_tokens, processor) or build_byte_tables(processor)
+    log.fields("val_bytes", source="sidecar" if isinstance(tables, SidecarBytes) else "tables",
+               total=int(tables.target_bytes(val_tokens).sum()))  # the BPB denominator
     phases: dict[str, float] = {}
     if h.eval_only:
         accounting = artifact_accounting(code_bytes, artifact_size(h), h.artifact_limit_bytes)
