@@ -467,9 +467,9 @@ class TrainLoader:
         return host_to_device(np.stack([self._next_window() for _ in range(num_sequences)]).astype(np.int64), device)
 
 
-def load_validation_tokens(data_path: str, seq_len: int, max_tokens: int = 0) -> Tensor:
-    """All val shards concatenated, truncated to a multiple of seq_len plus one token."""
-    tokens = np.concatenate([load_shard(p, mmap=False) for p in find_shards(data_path, "val")])
+def load_validation_tokens(data_path: str, seq_len: int, max_tokens: int = 0, split: str = "val") -> Tensor:
+    """All val shards (or their byte sidecars) concatenated, truncated to a multiple of seq_len plus one token."""
+    tokens = np.concatenate([load_shard(p, mmap=False) for p in find_shards(data_path, split)])
     if max_tokens:
         tokens = tokens[:max_tokens + 1]
     usable = ((len(tokens) - 1) // seq_len) * seq_len
@@ -1392,27 +1392,18 @@ class SidecarBytes:
     val token t carries. Replaces the tables: a case operator carries no byte, its piece's text does not say so."""
     counts: Tensor  # (N,) int64, parallel to the val stream
 
-    def target_bytes(self, tokens: Tensor) -> Tensor:
-        if tokens.numel() != self.counts.numel():
-            raise ValueError(f"byte sidecar holds {self.counts.numel()} entries for a {tokens.numel()}-token stream")
+    def target_bytes(self, tokens: Tensor) -> Tensor:  # the whole stream's targets, as the tables give them
         return self.counts[1:].to(tokens.device, torch.float64)
 
 
-def load_byte_sidecar(data_path: str, val_tokens: Tensor, processor) -> SidecarBytes | None:
-    """fineweb_val_bytes_NNNNNN.bin beside the val shards (same format, same length), cut like the stream; None
+def load_byte_sidecar(h: Hyperparameters, val_tokens: Tensor, processor) -> SidecarBytes | None:
+    """fineweb_val_bytes_NNNNNN.bin beside the val shards (same format and length), cut like the stream; None
     without one, unless the tokenizer holds the CaseOps operators (its tables would count them as 3 bytes)."""
-    paths = sorted(glob.glob(os.path.join(data_path, "fineweb_val_bytes_[0-9]*.bin")))
-    if not paths:
-        if any(processor.piece_to_id(op) != processor.unk_id() for op in "\ue001\ue002\ue003\ue004"):
-            raise FileNotFoundError(f"CaseOps tokenizer but no byte sidecar fineweb_val_bytes_*.bin in {data_path}")
+    if not glob.glob(os.path.join(h.data_path, "fineweb_val_bytes_*")):
+        assert processor.piece_to_id("\ue001") == processor.unk_id(), "CaseOps tokenizer, no byte sidecar"
         return None
-    counts = np.concatenate([load_shard(p, mmap=False) for p in paths])
-    stream = sum(read_shard_header(p) for p in find_shards(data_path, "val"))
-    if len(counts) != stream:
-        raise ValueError(f"byte sidecar has {len(counts)} entries, the val shards {stream} tokens")
-    counts = torch.from_numpy(counts[:val_tokens.numel()].astype(np.int64))
-    if counts[val_tokens == BOS_ID].any():
-        raise ValueError("byte sidecar gives bytes to BOS tokens: it is not parallel to the val shards")
+    counts = load_validation_tokens(h.data_path, h.eval_seq_len, h.val_max_tokens, "val_bytes")
+    assert counts.shape == val_tokens.shape and not counts[val_tokens == BOS_ID].any(), "sidecar is not the val's"
     return SidecarBytes(counts)
 
 
@@ -2783,9 +2774,8 @@ def run(h: Hyperparameters, runtime: Runtime, log: Logger) -> None:
     np.random.seed(h.seed)
     processor = load_tokenizer(h.tokenizer_path, h.vocab_size)
     val_tokens = load_validation_tokens(h.data_path, h.eval_seq_len, h.val_max_tokens)
-    tables = load_byte_sidecar(h.data_path, val_tokens, processor) or build_byte_tables(processor)
-    log.fields("val_bytes", source="sidecar" if isinstance(tables, SidecarBytes) else "tables",
-               total=int(tables.target_bytes(val_tokens).sum()))  # the BPB denominator
+    tables = load_byte_sidecar(h, val_tokens, processor) or build_byte_tables(processor)
+    log.fields(val_bytes=int(tables.target_bytes(val_tokens).sum()), sidecar=int(isinstance(tables, SidecarBytes)))
     phases: dict[str, float] = {}
     if h.eval_only:
         accounting = artifact_accounting(code_bytes, artifact_size(h), h.artifact_limit_bytes)

@@ -207,7 +207,8 @@ def refuse_other_shards(folder: Path) -> None:
     present = sorted(p.name for p in folder.glob("fineweb_*.bin"))
     if present:
         raise ValueError(f"{folder} already holds {len(present)} shard(s) ({present[0]}, ...): a CaseOps build "
-                         f"writes into an empty folder only; remove them or choose another --out")
+                         f"writes into an empty folder only (mixed builds leaked validation into training: challenge "
+                         f"issue #2127); remove them or choose another --out")
 
 
 def check_caseops_tokenizer(processor) -> None:

@@ -61,7 +61,7 @@ from train_gpt import read_shard_header as verify_shard  # noqa: E402
 
 DEFAULT_REPO_ID = "kevclark/parameter-golf"
 CASEOPS_REPO_ID = "romeerp/parameter-golf-caseops-v1"  # the CaseOps export every record since April uses
-CASEOPS_NAME = "sp8192_lossless_caps_caseops_v1_reserved"
+CASEOPS_NAME = "lossless_caps_caseops_v1_reserved"
 LEAK_SAMPLE_DOCUMENTS = 256  # validation documents hashed to look for in the training shards
 LEAK_SCAN_TOKENS = 200_000_000  # training tokens scanned: #2127's leaked documents sit in the first shards
 LEAK_MIN_TOKENS = 32  # shorter documents may repeat across the splits by chance
@@ -230,9 +230,12 @@ def verify_tokenizer(path: Path, expected_name: str) -> str:
         processor = spm.SentencePieceProcessor(model_file=str(path))
     except (OSError, RuntimeError) as error:
         raise DownloadError(f"{path} is not a SentencePiece model: {error}") from None
-    match = re.search(r"_(\d+)_bpe\.model$", expected_name)
+    match = re.search(r"_(\d+)_bpe(_\w+)?\.model$", expected_name)
     if match and processor.vocab_size() != int(match.group(1)):
         raise DownloadError(f"{path} has vocab {processor.vocab_size()}, its name says {match.group(1)}")
+    operators = [processor.piece_to_id(op) for op in "\ue001\ue002\ue003\ue004"]
+    if "caseops" in expected_name and operators != [4, 5, 6, 7]:
+        raise DownloadError(f"{path} is not a CaseOps tokenizer: the four operators are not pieces 4-7")
     return f"vocab {processor.vocab_size()}"
 
 
@@ -265,11 +268,9 @@ def fetch_verified(fetch: Fetch, remote_path: str, destination: Path, log=print)
 
 
 def dataset_names(vocab_size: int, variant: str = "sp") -> tuple[str, str]:
-    """(dataset folder, tokenizer path) of an export: the plain SP<V> one or the CaseOps one (SP8192 only)."""
+    """(dataset folder, tokenizer path) of an export: the plain SP<V> one or the CaseOps one (published: V=8192)."""
     if variant == "caseops":
-        if vocab_size != 8192:
-            raise DownloadError(f"the CaseOps export exists for vocab 8192 only, not {vocab_size}")
-        return f"fineweb10B_{CASEOPS_NAME}", "tokenizers/fineweb_8192_bpe_lossless_caps_caseops_v1_reserved.model"
+        return f"fineweb10B_sp{vocab_size}_{CASEOPS_NAME}", f"tokenizers/fineweb_{vocab_size}_bpe_{CASEOPS_NAME}.model"
     return f"fineweb10B_sp{vocab_size}", f"tokenizers/fineweb_{vocab_size}_bpe.model"
 
 
