@@ -2775,7 +2775,8 @@ def run(h: Hyperparameters, runtime: Runtime, log: Logger) -> None:
     processor = load_tokenizer(h.tokenizer_path, h.vocab_size)
     val_tokens = load_validation_tokens(h.data_path, h.eval_seq_len, h.val_max_tokens)
     tables = load_byte_sidecar(h, val_tokens, processor) or build_byte_tables(processor)
-    log.fields(val_bytes=int(tables.target_bytes(val_tokens).sum()), sidecar=int(isinstance(tables, SidecarBytes)))
+    log.fields(val_bytes=int(tables.target_bytes(val_tokens).sum()), sidecar=int(isinstance(tables, SidecarBytes)),
+               train_shards=len(find_shards(h.data_path, "train")))  # the data's fingerprint (docs/data.md)
     phases: dict[str, float] = {}
     if h.eval_only:
         accounting = artifact_accounting(code_bytes, artifact_size(h), h.artifact_limit_bytes)
