@@ -114,6 +114,23 @@ DIALECT_FIGURES = {
         val_bpb=1.1177, val_loss=2.8871, final_eval="final_sliding", seed=42, train_time_ms=600122,
         eval_time_ms=380181, total_eval_time_ms=391200, code_bytes=71002, artifact_bytes=15931842,
         artifact_limit_bytes=16000000, world_size=8),
+    # May 2026 dialects (#1855, #2014, the n-gram tilt records, and the LeakyReLU record of 2026-03-23).
+    "caseops_phased_1855.log": dict(
+        val_bpb=1.06101291, val_loss=2.32189950, final_eval="quantized_ttt_phased", seed=42, train_time_ms=599617,
+        steps=4867, eval_time_ms=447911, total_eval_time_ms=447900, code_bytes=131911, code_bytes_compressed=28040,
+        model_bytes=15949904, artifact_bytes=15977944, val_tokens=47851520, target_tokens=None, val_documents=50000,
+        train_shards=80, sidecar=True, hessian_time_ms=4700.0,
+        tokenizer="fineweb_8192_bpe_lossless_caps_caseops_v1_reserved.model"),
+    "caseops_tail_2014.log": dict(
+        val_bpb=1.05832012, final_eval="quantized_ttt_phased", seed=1337, train_time_ms=596044, val_tokens=47853343, target_tokens=47853343,
+        val_documents=50000, train_shards=80, hessian_time_ms=4100.0, code_bytes=29987, artifact_bytes=15981009,
+        total_eval_time_ms=512900),
+    "caseops_ngram_tilt_helpers.log": dict(
+        val_bpb=1.05470555, final_eval="quantized_ttt_phased", seed=0, train_time_ms=599688, ngram_tilt_hints=47851520, hessian_time_ms=6900.0,
+        code_bytes=184412, artifact_bytes=15990020, total_eval_time_ms=531000, val_documents=50000),
+    "legal_ttt_over_600_by_a_step.log": dict(
+        val_bpb=1.11924873, final_eval="legal_ttt_exact", seed=1337, train_time_ms=600128, step_avg_ms=83.60, steps=7179, val_tokens=62021632,
+        train_shards=None, sidecar=None, hessian_time_ms=None),
 }
 
 
@@ -773,3 +790,126 @@ def test_significance_reads_upstream_logs(capsys):
     logs = [str(DIALECTS / "sp8192_quantized_ttt.log"), str(DIALECTS / "baseline_int8_zlib.log")]
     assert significance.main([*logs, "--record-nats", "3.0"]) == 0
     assert "seeds:2 new_val_loss_mean:2.432466" in capsys.readouterr().out
+
+
+# -----------------------------------------------------------------------------
+# The May 2026 folders, judged as the maintainers did
+# -----------------------------------------------------------------------------
+
+MAY_SEEDS = {"caseops_phased_1855.log": (42, {42: 1.06101291, 314: 1.06055120, 999: 1.06168003}),
+             "caseops_tail_2014.log": (1337, {1337: 1.05832012, 42: 1.05790114, 7: 1.05901376}),
+             "caseops_ngram_tilt_helpers.log": (0, {0: 1.05470555, 42: 1.05512340, 1234: 1.05433102}),
+             "legal_ttt_over_600_by_a_step.log": (1337, {1337: 1.11924873, 42: 1.11998110, 2025: 1.11891002})}
+TILT_HELPER = ('"""The n-gram tilt\'s hints (a hand-written stand-in)."""\nimport ctypes\n\nSOURCE = '
+               '"online_ngram_state.c"\n\n\ndef build():\n    return ctypes.CDLL\n')
+TILT_STATE = "/* the online n-gram table (a stand-in) */\nint token_push(int t) { return t; }\n"
+
+
+def may_log(fixture: str, seed: int, val_bpb: float) -> str:
+    text = (DIALECTS / fixture).read_text()
+    first_seed, scores = MAY_SEEDS[fixture]
+    first_bpb = f"{scores[first_seed]:.8f}"
+    text = text.replace(f"val_bpb:{first_bpb}", f"val_bpb:{val_bpb:.8f}")
+    for old in (f"seed: {first_seed}\n", f"seed:{first_seed}\n"):
+        text = text.replace(old, old.replace(str(first_seed), str(seed)))
+    return text.replace(f"seed{first_seed}", f"seed{seed}").replace(f"s{first_seed}.txt", f"s{seed}.txt")
+
+
+def write_may_folder(folder: Path, fixture: str, edit=None) -> Path:
+    """A 3-seed record from one May-dialect fixture; the shipped script (and the tilt's helpers) as many bytes
+    as the logs count; edit(seed, text) -> text changes one seed's log."""
+    folder.mkdir(parents=True)
+    _, scores = MAY_SEEDS[fixture]
+    for seed, value in scores.items():
+        text = may_log(fixture, seed, value)
+        (folder / f"train_seed{seed}.log").write_text(edit(seed, text) if edit else text)
+    run = logparse.read_run(folder / f"train_seed{next(iter(scores))}.log")
+    script = "def main():\n    pass\n"
+    if "tilt" in fixture:
+        (folder / "online_ngram_tilt.py").write_text(TILT_HELPER)
+        (folder / "online_ngram_state.c").write_text(TILT_STATE)
+        script = "import online_ngram_tilt\n\n\ndef main():\n    online_ngram_tilt.build()\n"
+    helpers = sum(p.stat().st_size for p in folder.iterdir() if p.suffix in (".py", ".c"))
+    size = (run["code_bytes_compressed"] or run["code_bytes"]) - helpers
+    (folder / "train_gpt.py").write_text(script + "#" * (size - len(script) - 1) + "\n")
+    (folder / "README.md").write_text("# A May record\n\n" + "The method, explained in enough words. " * 12 + "\n")
+    mean = sum(scores.values()) / len(scores)
+    (folder / "submission.json").write_text(json.dumps({
+        "author": "Ada", "github_id": "ada", "name": "May", "date": "2026-05-01", "track": "10min_16mb",
+        "val_bpb": round(mean, 5), "val_loss": 2.32, "seeds": list(scores), "hardware": "8xH100 80GB SXM",
+        "bytes_total": run["artifact_bytes"]}))
+    return folder
+
+
+@pytest.mark.parametrize("fixture", sorted(MAY_SEEDS))
+def test_the_may_folders_are_accepted(fixture, tmp_path):
+    """#1855 (merged; its Hessians end past 600 s: a warning), #2014 (the tail's 47,853,343 targets), the tilt
+    records (helpers counted) and 2026-03-23_LeakyReLU_LegalTTT_ParallelMuon (600.128 s at 83.6 ms a step)."""
+    folder = write_may_folder(tmp_path / "records" / "track_10min_16mb" / "2026-05-01_May", fixture)
+    checks = statuses(folder)
+    assert not [n for n, c in checks.items() if c.status == "FAIL"], check_record.report(list(checks.values()))
+    assert checks["validation"].status == "ok"
+    if fixture.startswith("caseops"):
+        assert checks["config"].status == "ok"
+        assert checks["data"].status == "ok" and "train_shards 80" in checks["data"].details[0]
+        assert "byte sidecar" in checks["data"].details[0]
+    if fixture == "caseops_phased_1855.log":
+        assert checks["training"].status == "WARN" and "Hessian collection 4.7 s" in checks["training"].details[0]
+    if "tilt" in fixture:
+        assert checks["helpers"].status == "ok" and "online_ngram_state.c" in checks["helpers"].details[0]
+    if fixture.startswith("legal"):
+        assert checks["training"].status == "ok"
+
+
+def test_uncounted_helpers_are_refused(tmp_path):
+    fixture = "caseops_ngram_tilt_helpers.log"
+    folder = write_may_folder(tmp_path / "tilt", fixture)
+    helpers = sum(p.stat().st_size for p in folder.iterdir() if p.suffix in (".py", ".c") and p.name != "train_gpt.py")
+    script = (folder / "train_gpt.py").stat().st_size
+    for log in folder.glob("*.log"):  # the logs count train_gpt.py alone
+        log.write_text(log.read_text().replace("Code size: 184412 bytes", f"Code size: {script} bytes"))
+    problems = failed(folder)
+    assert "helpers" in problems and "online_ngram_tilt.py" in problems["helpers"]
+    assert f"come to {script + helpers:,}" in problems["helpers"]
+    # A helper it does not load (a data-preparation script) is not counted against it.
+    (folder / "prepare_caseops_data.py").write_text("import lossless_caps\n")
+    assert "prepare_caseops_data.py" not in check_record.runtime_helpers(check_record.read_record(folder))
+
+
+def test_mixed_configurations_are_refused(tmp_path):
+    folder = write_may_folder(tmp_path / "mixed", "caseops_phased_1855.log",
+                              edit=lambda seed, text: text.replace("matrix_lr: 0.026", "matrix_lr: 0.028")
+                              if seed == 999 else text)
+    problems = failed(folder)
+    assert "config" in problems and "matrix_lr='0.026'/'0.028'" in problems["config"]
+    assert "seed" not in problems["config"].split("setting(s):")[1]
+
+
+@pytest.mark.parametrize("old, new, message", [
+    ("val_tokens: 47851520", "val_tokens: 47841280", "47,841,280 validation tokens, the whole split is 47,851,520 or"),
+    ("total_docs:50000", "total_docs:10000", "10,000 validation documents, not 50,000"),
+    ("val_tokens: 47851520", "val_tokens: 47851520 target_tokens: 47850496", "!= target_tokens 47,850,496"),
+])
+def test_truncated_validation_is_refused(tmp_path, old, new, message):
+    folder = write_may_folder(tmp_path / "cut", "caseops_phased_1855.log",
+                              edit=lambda seed, text: text.replace(old, new))
+    assert message in failed(folder)["validation"]
+
+
+def test_the_rebuild_fingerprint_and_caseops_without_sidecar(tmp_path):
+    folder = write_may_folder(tmp_path / "rebuild", "caseops_phased_1855.log",
+                              edit=lambda seed, text: text.replace("train_shards: 80", "train_shards: 1499"))
+    check = statuses(folder)["data"]
+    assert check.status == "WARN" and "#2127" in " ".join(check.details)
+    ours = tmp_path / "ours"
+    ours.mkdir()
+    caseops = "./data/tokenizers/fineweb_8192_bpe_lossless_caps_caseops_v1_reserved.model"
+    for seed in (1, 2, 3):
+        text = fake_log(seed, overrides={"tokenizer_path": caseops}, val_tokens=47_851_520)
+        (ours / f"seed{seed}.txt").write_text(text.replace("model_params:", "val_bytes:151074499 sidecar:0 "
+                                                           "train_shards:80\nmodel_params:", 1))
+    result = statuses(ours)
+    assert result["data"].status == "FAIL" and "not its byte sidecar" in " ".join(result["data"].details)
+    for log in ours.glob("*.txt"):
+        log.write_text(log.read_text().replace("sidecar:0", "sidecar:1"))
+    assert statuses(ours)["data"].status == "ok"
