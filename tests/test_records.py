@@ -15,6 +15,7 @@ import json
 import math
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -913,3 +914,38 @@ def test_the_rebuild_fingerprint_and_caseops_without_sidecar(tmp_path):
     for log in ours.glob("*.txt"):
         log.write_text(log.read_text().replace("sidecar:0", "sidecar:1"))
     assert statuses(ours)["data"].status == "ok"
+
+
+def test_progression_test_of_1902():
+    """One-sided Welch, no margin, p < 0.25. The #1967 thread's case: its 4 runs against #1855's 6 (mean
+    1.060755, sd 0.000933); the thread, rounding the new sd to 0.00103, found t ~ 4.29, df ~ 6, p ~ 0.0026."""
+    new = [1.05764, 1.05886, 1.05904, 1.05674]
+    spread = 0.000933 * math.sqrt(5 / 6)  # six runs with sample sd 0.000933 around 1.060755
+    record = [1.060755 + spread * d for d in (1, -1, 1, -1, 1, -1)]
+    assert statistics.stdev(record) == pytest.approx(0.000933, rel=1e-9)
+    result = significance.progression_test(new, record)
+    assert result["threshold"] == 0.0 and result["alpha"] == 0.25 and result["significant"]
+    v_new, v_record = statistics.variance(new) / 4, statistics.variance(record) / 6
+    assert result["t"] == pytest.approx((1.060755 - statistics.fmean(new)) / math.sqrt(v_new + v_record))
+    assert result["t"] == pytest.approx(4.29, abs=0.3) and result["degrees_of_freedom"] == pytest.approx(6.0, abs=0.5)
+    assert 0.001 < result["p_value"] < 0.01
+    # A small gain fails the 0.005-nat record rule yet passes the progression cutoff; a loss passes neither.
+    small = [1.060755 - 0.0006 + d for d in (-0.0003, 0.0, 0.0003)]
+    assert significance.progression_test(small, record)["p_value"] < 0.25
+    assert not significance.welch_test(small, record)["significant"]
+    assert not significance.progression_test([1.060755 + 0.0004 + d for d in (-0.0003, 0.0, 0.0003)],
+                                             record)["significant"]
+
+
+def test_significance_prints_the_progression_test_beside_the_record_rule(tmp_path, capsys):
+    folder = tmp_path / "old_record"
+    folder.mkdir()
+    fake_seed_logs(folder, {1: 2.7900, 2: 2.7910, 3: 2.7890}, prefix="train_seed")
+    new = fake_seed_logs(tmp_path, {4: 2.7885, 5: 2.7895, 6: 2.7880})
+    assert significance.main([*new, "--against", str(folder), "--check"]) == 1  # not 0.005 nats better
+    printed = capsys.readouterr().out
+    expected = significance.progression_test([2.7885, 2.7895, 2.7880], [2.7900, 2.7910, 2.7890])
+    assert f"p_value:{expected['p_value']:.6g}" in printed and "p < 0.25: YES" in printed
+    assert significance.main([*new, "--against", str(folder), "--check-progression"]) == 0
+    assert significance.main([*new, "--record-nats", "2.79", "--check-progression"]) == 1
+    assert "progression (#1902): not tested" in capsys.readouterr().out
