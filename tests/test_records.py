@@ -58,6 +58,7 @@ def fake_log(seed: int = 42, val_bpb: float = 1.08, val_loss: float = 2.79, mode
         "config:" + config.to_log(),
         "versions: python:3.11.7 torch:2.13.0+cu128 numpy:2.4.6 sentencepiece:0.2.3 brotli:1.2.1",
         f"device:{device} gpu:{gpu} world_size:{world_size} attn_impl:fa3 compile:1 autocast:bfloat16",
+        "val_bytes:151080123 sidecar:0 train_shards:80",
         f"model_params:35944536 val_tokens:{val_tokens}",
         "step:1/20000 train_loss:9.0100 train_time_ms:150 step_avg_ms:150.0 tok_per_s:5242880 lr_scale:1.0",
         "step:100/20000 train_loss:4.2000 train_time_ms:12000 step_avg_ms:120.0 tok_per_s:6553600 lr_scale:1.0",
@@ -949,3 +950,34 @@ def test_significance_prints_the_progression_test_beside_the_record_rule(tmp_pat
     assert significance.main([*new, "--against", str(folder), "--check-progression"]) == 0
     assert significance.main([*new, "--record-nats", "2.79", "--check-progression"]) == 1
     assert "progression (#1902): not tested" in capsys.readouterr().out
+
+
+def test_make_record_writes_the_may_fields(seed_logs, tmp_path, capsys):
+    """The data variant and fingerprint, the shared configuration, and the Welch p values against --against."""
+    old = tmp_path / "old_record"
+    old.mkdir()
+    for seed, loss in {1: 2.7990, 2: 2.8010, 3: 2.7980}.items():
+        (old / f"train_seed{seed}.log").write_text(fake_log(seed, val_bpb=loss / 2.583, val_loss=loss))
+    assert make_record.main(record_args(seed_logs, "--against", str(old))) == 0
+    folder = seed_logs["records_dir"] / "2026-01-02_DualClock_PPM_tuned"
+    record = json.loads((folder / "submission.json").read_text())
+    assert record["data"] == {"variant": "sp8192", "tokenizer": "fineweb_8192_bpe.model", "train_shards": 80,
+                              "val_tokens": 40_540_160, "byte_sidecar": False, "val_bytes": 151_080_123}
+    assert record["configuration"] == {"TTT_LR": "0.01"}
+    new = [2.7901, 2.7921, 2.7895]
+    expected = significance.welch_test(new, [2.7990, 2.8010, 2.7980])
+    progression = significance.progression_test(new, [2.7990, 2.8010, 2.7980])
+    test = record["significance"]
+    assert test["against"] == "old_record" and test["welch_p_value"] == pytest.approx(expected["p_value"])
+    assert test["progression_p_value"] == pytest.approx(progression["p_value"]) and test["progression_p_below_0.25"]
+    readme = (folder / "README.md").read_text()
+    assert "Variant **sp8192**" in readme and "`train_shards: 80`" in readme and "151,080,123 bytes" in readme
+    assert "their config lines agree except for the seed" in readme and "p < 0.25" in readme
+
+
+def test_make_record_refuses_seeds_of_mixed_configurations(seed_logs, capsys):
+    path = seed_logs["paths"][2]
+    path.write_text(path.read_text().replace('"ttt_lr": 0.01', '"ttt_lr": 0.02'))
+    assert make_record.main(record_args(seed_logs)) == 1
+    err = capsys.readouterr().err
+    assert "share one configuration" in err and "ttt_lr=0.01/0.02" in err
