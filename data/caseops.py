@@ -1,7 +1,7 @@
 """CaseOps: a lossless case transform applied before tokenization, and the byte sidecar that keeps BPB exact.
 
 Why: every record since April 2026 tokenizes text whose capitals have been folded into four operator
-characters (SPEC_FRONTIER §8): "The" and "the" then share one token, and a tokenizer of the same size spends
+characters (docs/data.md): "The" and "the" then share one token, and a tokenizer of the same size spends
 its pieces on more words. The model is scored on the original text, so the bytes a token carries are no longer
 what its piece spells: a per-token byte sidecar, written beside the validation shard, gives them.
 
@@ -152,6 +152,6 @@ NORMALIZER_STRIPS = "".join(
 
 
 def stripped_bytes(text: str) -> int:
-    """The UTF-8 bytes a document's sidecar entries sum to (SPEC_FRONTIER §8.3): the text less its leading and
+    """The UTF-8 bytes a document's sidecar entries sum to: the text less its leading and
     trailing whitespace, which the normalizer removes and gives to no token."""
     return len(text.strip(NORMALIZER_STRIPS).encode("utf-8"))

@@ -31,6 +31,15 @@ is complete for `run.sh` (which checks where DATA_PATH and TOKENIZER_PATH point,
 --data-path and --tokenizer-path; a folder outside the standard layout, with no manifest, is
 checked for what it holds: contiguous valid shards from 000000).
 
+CaseOps (`--variant caseops`): the export every record since April 2026 trains on, from the dataset
+repo `romeerp/parameter-golf-caseops-v1` (same remote root and manifest reading): the dataset folder
+`fineweb10B_sp8192_lossless_caps_caseops_v1_reserved`, the tokenizer
+`tokenizers/fineweb_8192_bpe_lossless_caps_caseops_v1_reserved.model` (its four case operators must be
+pieces 4-7), and beside every validation shard its byte sidecar `fineweb_val_bytes_NNNNNN.bin`, which a
+complete copy includes. `--check` also verifies each sidecar parallels its shard (same length, 0 at every
+BOS) and looks for the #2127 leak: validation documents, found by a hash of their tokens, inside the
+training shards (docs/data.md).
+
 Resuming: each file is fetched to `<name>.partial`, verified, then renamed, so a file under
 its final name is always complete; an interrupted run is resumed by running it again (files
 already present and valid are skipped, invalid ones are fetched again; the hub client also

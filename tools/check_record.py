@@ -28,7 +28,7 @@ May 2026 rules (as the reviewers applied them): helpers (every file train_gpt.py
 modules it imports and sources it compiles, counted in the code bytes the logs state), config (the
 seeds' configuration lines agree except for the seed), data (train_shards: 80 = the export, 1499 = a
 local rebuild, the #2127 fingerprint; CaseOps scored through its byte sidecar), validation by the
-exact target counts of SPEC_FRONTIER §8.5 and 50,000 documents, and the Hessian collection time next to
+exact target counts of accepted records and 50,000 documents, and the Hessian collection time next to
 the training time (a warning: the community reads it as training time, the maintainers merged #1855
 without it). The training limit allows two steps past 600 s: the official loop stops after the step
 that crosses 600 s, and with the stop flag agreed across ranks one step later still; the maintainers
@@ -65,7 +65,7 @@ REQUIRED_FILES = ("README.md", "submission.json", "train_gpt.py")
 LOG_SUFFIXES = (".log", ".txt")
 NOT_LOGS = re.compile(r"^(readme|requirements|license|notice|license_.*|notes?)(\..*)?$", re.IGNORECASE)
 # Scored targets of the whole FineWeb validation split (its first 50,000 documents), per known tokenizer:
-# the counts of accepted records (SPEC_FRONTIER §8.5). CaseOps: cut to a multiple of 2048 or 2560 windows,
+# the counts of accepted records. CaseOps: cut to a multiple of 2048 or 2560 windows,
 # of 3072, or kept whole with its tail (#2014). Any other count for these tokenizers is a cut set.
 KNOWN_TARGET_TOKENS = {
     "fineweb_8192_bpe.model": (40_540_160,),
