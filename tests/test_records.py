@@ -123,6 +123,10 @@ DIALECT_FIGURES = {
         model_bytes=15949904, artifact_bytes=15977944, val_tokens=47851520, target_tokens=None, val_documents=50000,
         train_shards=80, sidecar=True, hessian_time_ms=4700.0,
         tokenizer="fineweb_8192_bpe_lossless_caps_caseops_v1_reserved.model"),
+    "caseops_hessians_first_1868.log": dict(
+        val_bpb=1.06141093, final_eval="quantized_ttt_phased", seed=314, train_time_ms=592071, steps=4809,
+        hessian_time_ms=3500.0, train_shards=80, val_tokens=47851520, code_bytes=30114, artifact_bytes=15982324,
+        total_eval_time_ms=458200),
     "caseops_tail_2014.log": dict(
         val_bpb=1.05832012, final_eval="quantized_ttt_phased", seed=1337, train_time_ms=596044, val_tokens=47853343, target_tokens=47853343,
         val_documents=50000, train_shards=80, hessian_time_ms=4100.0, code_bytes=29987, artifact_bytes=15981009,
@@ -799,6 +803,7 @@ def test_significance_reads_upstream_logs(capsys):
 # -----------------------------------------------------------------------------
 
 MAY_SEEDS = {"caseops_phased_1855.log": (42, {42: 1.06101291, 314: 1.06055120, 999: 1.06168003}),
+             "caseops_hessians_first_1868.log": (314, {314: 1.06141093, 42: 1.06122180, 1337: 1.06159021}),
              "caseops_tail_2014.log": (1337, {1337: 1.05832012, 42: 1.05790114, 7: 1.05901376}),
              "caseops_ngram_tilt_helpers.log": (0, {0: 1.05470555, 42: 1.05512340, 1234: 1.05433102}),
              "legal_ttt_over_600_by_a_step.log": (1337, {1337: 1.11924873, 42: 1.11998110, 2025: 1.11891002})}
@@ -845,7 +850,8 @@ def write_may_folder(folder: Path, fixture: str, edit=None) -> Path:
 
 @pytest.mark.parametrize("fixture", sorted(MAY_SEEDS))
 def test_the_may_folders_are_accepted(fixture, tmp_path):
-    """#1855 (merged; its Hessians end past 600 s: a warning), #2014 (the tail's 47,853,343 targets), the tilt
+    """#1855 (merged; its Hessians end past 600 s: a warning), #1868's rerun (Hessians right after the loop,
+    inside 600 s), #2014 (the tail's 47,853,343 targets), the tilt
     records (helpers counted) and 2026-03-23_LeakyReLU_LegalTTT_ParallelMuon (600.128 s at 83.6 ms a step)."""
     folder = write_may_folder(tmp_path / "records" / "track_10min_16mb" / "2026-05-01_May", fixture)
     checks = statuses(folder)
@@ -857,6 +863,8 @@ def test_the_may_folders_are_accepted(fixture, tmp_path):
         assert "byte sidecar" in checks["data"].details[0]
     if fixture == "caseops_phased_1855.log":
         assert checks["training"].status == "WARN" and "Hessian collection 4.7 s" in checks["training"].details[0]
+    if fixture == "caseops_hessians_first_1868.log":  # 592.1 s + 3.5 s of Hessians: inside 600 s
+        assert checks["training"].status == "ok"
     if "tilt" in fixture:
         assert checks["helpers"].status == "ok" and "online_ngram_state.c" in checks["helpers"].details[0]
     if fixture.startswith("legal"):
