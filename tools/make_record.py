@@ -185,8 +185,11 @@ def significance_against(runs: list[dict], folder: Path) -> dict:
     from tools import significance
 
     try:
-        record_losses, _ = significance.log_values(significance.record_folder_logs(folder))
+        losses, bpbs = significance.log_values(significance.record_folder_logs(folder))
         new = [run["val_loss"] for run in runs]
+        # Another tokenizer on the record's side: its BPB in our nats (significance.py does the same).
+        record_losses = significance.comparable_losses(losses, bpbs, significance.nats_per_bpb(
+            new, [run["val_bpb"] for run in runs]))
         rule = significance.welch_test(new, record_losses)
         progression = significance.progression_test(new, record_losses)
     except ValueError as error:
