@@ -10,7 +10,8 @@
 #
 # Extra environment variables pass through to train_gpt.py: `SEED=314 bash run.sh`.
 # The launcher's own: NPROC overrides the GPU count; TRAIN_SHARDS, how many training shards
-# the data must have (downloaded if missing); PYTHON, the interpreter. They stop here.
+# the data must have (downloaded if missing); PYTHON, the interpreter; CASEOPS=1, the CPU demo
+# on CaseOps-transformed data (its own tokenizer, scored by the byte sidecar). They stop here.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 PYTHON="${PYTHON:-python}"
@@ -85,7 +86,7 @@ run_gpu() {
   record_env
   ensure_data
   echo "run.sh: $gpus GPU(s): torchrun --standalone --nproc_per_node=$nproc train_gpt.py"
-  env -u TRAIN_SHARDS -u NPROC torchrun --standalone --nproc_per_node="$nproc" train_gpt.py
+  env -u TRAIN_SHARDS -u NPROC -u CASEOPS torchrun --standalone --nproc_per_node="$nproc" train_gpt.py
 }
 
 # ----------------------------------------------------------------------------------------
@@ -112,9 +113,17 @@ demo_env() {
 run_cpu_demo() {
   echo "run.sh: no CUDA GPU visible to PyTorch: CPU demo on the embedded standard-library corpus"
   install_requirements
-  "$PYTHON" data/build.py --vocab-size 1024 --out data --name stdlib
+  if [ "${CASEOPS:-0}" = 1 ]; then
+    # A CaseOps build writes only into an empty folder: the demo's own output is rebuilt each time.
+    rm -rf data/datasets/stdlib_caseops_sp1024
+    "$PYTHON" data/build.py --caseops --vocab-size 1024 --out data --name stdlib_caseops
+    export DATA_PATH="${DATA_PATH:-./data/datasets/stdlib_caseops_sp1024}"
+    export TOKENIZER_PATH="${TOKENIZER_PATH:-./data/tokenizers/stdlib_caseops_1024_bpe.model}"
+  else
+    "$PYTHON" data/build.py --vocab-size 1024 --out data --name stdlib
+  fi
   demo_env
-  env -u TRAIN_SHARDS -u NPROC torchrun --standalone --nproc_per_node=2 train_gpt.py
+  env -u TRAIN_SHARDS -u NPROC -u CASEOPS torchrun --standalone --nproc_per_node=2 train_gpt.py
   echo
   "$PYTHON" tools/summary.py "${LOG_DIR:-logs}/$RUN_ID.txt"
 }

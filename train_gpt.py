@@ -415,7 +415,7 @@ def write_shard(path: str | Path, tokens: np.ndarray) -> None:
 
 
 def find_shards(data_path: str, split: str) -> list[str]:
-    paths = sorted(glob.glob(os.path.join(data_path, f"fineweb_{split}_*.bin")))
+    paths = sorted(glob.glob(os.path.join(data_path, f"fineweb_{split}_[0-9]*.bin")))  # not val_bytes_*
     if not paths:
         raise FileNotFoundError(f"no {split} shards matching {data_path}/fineweb_{split}_*.bin "
                                 f"(download with data/download.py or build with data/build.py)")
@@ -468,9 +468,9 @@ class TrainLoader:
         return host_to_device(np.stack([self._next_window() for _ in range(num_sequences)]).astype(np.int64), device)
 
 
-def load_validation_tokens(data_path: str, seq_len: int, max_tokens: int = 0) -> Tensor:
-    """All val shards concatenated, truncated to a multiple of seq_len plus one token."""
-    tokens = np.concatenate([load_shard(p, mmap=False) for p in find_shards(data_path, "val")])
+def load_validation_tokens(data_path: str, seq_len: int, max_tokens: int = 0, split: str = "val") -> Tensor:
+    """All val shards (or their byte sidecars) concatenated, truncated to a multiple of seq_len plus one token."""
+    tokens = np.concatenate([load_shard(p, mmap=False) for p in find_shards(data_path, split)])
     if max_tokens:
         tokens = tokens[:max_tokens + 1]
     usable = ((len(tokens) - 1) // seq_len) * seq_len
@@ -1400,6 +1400,27 @@ def load_tokenizer(path: str, vocab_size: int):
     if processor.vocab_size() != vocab_size:
         raise ValueError(f"tokenizer {path} has {processor.vocab_size()} pieces but VOCAB_SIZE={vocab_size}")
     return processor
+
+
+@dataclass
+class SidecarBytes:
+    """CaseOps data (docs/data.md): the val shards' byte sidecar, entry t = the original text's UTF-8 bytes that
+    val token t carries. Replaces the tables: a case operator carries no byte, its piece's text does not say so."""
+    counts: Tensor  # (N,) int64, parallel to the val stream
+
+    def target_bytes(self, tokens: Tensor) -> Tensor:  # the whole stream's targets, as the tables give them
+        return self.counts[1:].to(tokens.device, torch.float64)
+
+
+def load_byte_sidecar(h: Hyperparameters, val_tokens: Tensor, processor) -> SidecarBytes | None:
+    """fineweb_val_bytes_NNNNNN.bin beside the val shards (same format and length), cut like the stream; None
+    without one, unless the tokenizer holds the CaseOps operators (its tables would count them as 3 bytes)."""
+    if not glob.glob(os.path.join(h.data_path, "fineweb_val_bytes_*")):
+        assert processor.piece_to_id("\ue001") == processor.unk_id(), "CaseOps tokenizer, no byte sidecar"
+        return None
+    counts = load_validation_tokens(h.data_path, h.eval_seq_len, h.val_max_tokens, "val_bytes")
+    assert counts.shape == val_tokens.shape and not counts[val_tokens == BOS_ID].any(), "sidecar is not the val's"
+    return SidecarBytes(counts)
 
 
 def build_byte_tables(processor) -> ByteTables:
@@ -2767,8 +2788,11 @@ def run(h: Hyperparameters, runtime: Runtime, log: Logger) -> None:
     code_bytes = code_bytes_of(Path(__file__))  # now, not after training: it needs python-minifier
     torch.manual_seed(h.seed)  # same seed on every rank: identical initial weights
     np.random.seed(h.seed)
-    tables = build_byte_tables(load_tokenizer(h.tokenizer_path, h.vocab_size))
+    processor = load_tokenizer(h.tokenizer_path, h.vocab_size)
     val_tokens = load_validation_tokens(h.data_path, h.eval_seq_len, h.val_max_tokens)
+    tables = load_byte_sidecar(h, val_tokens, processor) or build_byte_tables(processor)
+    log.fields(val_bytes=int(tables.target_bytes(val_tokens).sum()), sidecar=int(isinstance(tables, SidecarBytes)),
+               train_shards=len(find_shards(h.data_path, "train")))  # the data's fingerprint (docs/data.md)
     phases: dict[str, float] = {}
     if h.eval_only:
         accounting = artifact_accounting(code_bytes, artifact_size(h), h.artifact_limit_bytes)
