@@ -235,11 +235,11 @@ def test_packed_train_gpt_execs_and_is_counted(tmp_path):
 
 
 def test_packed_train_gpt_fits_its_byte_budget():
-    """The script's bytes count toward the 16,000,000-byte cap: the shipped copy stays small enough to
-    leave the weights room (the published copy was 16,594 bytes; ours budgets 22,200: 22,000 plus the CaseOps
-    byte sidecar's loader, about 200 bytes packed)."""
+    """The script's bytes count toward the 16,000,000-byte cap. Budget: the code bytes the #1855 record shipped
+    (31,999), which carried the frontier's model, quantization and evaluation in one file as ours does (the
+    #1493 record's copy was 16,594 bytes; the artifact-fit guard keeps every recipe's total under the cap)."""
     packed_bytes = tg.code_bytes_of(TRAIN_GPT_PATH)
-    assert packed_bytes <= 22_200, f"packed train_gpt.py is {packed_bytes:,} bytes, over its 22,200-byte budget"
+    assert packed_bytes <= 31_999, f"packed train_gpt.py is {packed_bytes:,} bytes, over its 31,999-byte budget"
 
 
 def test_artifact_accounting_sums_and_boundary():
