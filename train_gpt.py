@@ -2763,14 +2763,14 @@ def run(h: Hyperparameters, runtime: Runtime, log: Logger) -> None:
         model = place_model(GPT(h), runtime)
         log.fields(model_params=count_parameters(model), val_tokens=val_tokens.numel() - 1)
         training = train(model, h, runtime, loader, log)
-        if h.eval_diagnostics:
-            pre_quant = log_eval(log, evaluate_windows("pre_quant", WindowScorer(model, h, runtime), val_tokens, tables,
-                                                       h.eval_seq_len, h, runtime))
-            phases["pre_quant"] = pre_quant.eval_time_ms
         if runtime.is_main and h.checkpoint_path:
             save_checkpoint_atomic(model.state_dict(), h.checkpoint_path)
         accounting = quantize_and_pack(model, loader, h, runtime, log, code_bytes)
         training["train_time_ms"] += accounting["gptq_time_ms"]
+        if h.eval_diagnostics:  # only once checkpoint and artifact are on disk: no evaluation can lose them
+            pre_quant = log_eval(log, evaluate_windows("pre_quant", WindowScorer(model, h, runtime), val_tokens, tables,
+                                                       h.eval_seq_len, h, runtime))
+            phases["pre_quant"] = pre_quant.eval_time_ms
         del model
     final = evaluate_artifact(h, runtime, log, val_tokens, tables, phases)
     budget = log_budget(log, phases, scored_evaluation(h))
