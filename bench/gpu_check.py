@@ -424,16 +424,18 @@ def main(argv=None) -> int:
     if runtime.is_cuda:  # compile and memory figures mean something on CUDA only (the CPU runs eager)
         values["compile_s"] = train["train_compile_s"] + evaluation.get("eval_compile_s", 0.0)
         values["peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
-    if runtime.is_cuda and not rehearse and not failed:
+    if runtime.is_cuda and not rehearse and "eval" not in failed:
         projected, assumptions = projections(train, evaluation, runtime)
         values.update(projected)
         for line in assumptions:
             say(f"assumption: {line}")
         say(f"verdict training_steps_8gpu:{projected['projected_steps_8gpu']:.0f} (published: ~4,550) "
             f"eval_s_8gpu:{projected['projected_eval_s_8gpu']:.0f} of {EVALUATION_SECONDS:.0f}")
-    else:
+    elif rehearse:
         say(f"assumption: a rehearsal runs the code paths at tiny sizes on {device_name(runtime)}; its timings "
             "are of those sizes, and nothing is projected to 8xH100 (n/a)")
+    else:
+        say("assumption: the evaluation failed (above), so nothing is projected to 8xH100 (n/a)")
     say(f"elapsed_s:{clock.elapsed():.1f}" + (f" failed:{','.join(failed)}" if failed else ""))
     say(summary_line(runtime, values))
     return 1 if failed else 0
