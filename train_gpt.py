@@ -53,10 +53,11 @@ from torch.nn.parallel import DistributedDataParallel
 try:  # FlashAttention-3 (Hopper); the SDPA path is the reference and the CPU path.
     from flash_attn_interface import flash_attn_func as flash_attn_3_func
 
-    HAS_FA3 = True
-except ImportError:
+    FA3_ERROR = ""
+except ImportError as e:  # why it is not used, for the log header and ATTN_IMPL=fa3's error
     flash_attn_3_func = None
-    HAS_FA3 = False
+    FA3_ERROR = f"{e}" or "ImportError"
+HAS_FA3 = not FA3_ERROR
 
 # -----------------------------------------------------------------------------
 # HYPERPARAMETERS
@@ -89,6 +90,7 @@ class Hyperparameters:
     model_published_numerics: bool = False  # 1: RoPE table, soft-cap and skip gate rounded in bf16 as published (docs/architecture.md)
     attn_impl: str = "auto"  # auto | fa3 | sdpa (auto: FlashAttention-3 when importable on CUDA)
     compile: bool = True  # torch.compile training, evaluation and Newton-Schulz (CUDA only)
+    dist_backend: str = "auto"  # auto (NCCL on CUDA, gloo on CPU) | gloo: on CUDA too, ranks may share a GPU (gpu_check)
     # Model (docs/architecture.md).
     vocab_size: int = 8192
     num_layers: int = 11
@@ -310,19 +312,20 @@ def setup_runtime(h: Hyperparameters, env: Mapping[str, str] | None = None) -> R
     want_cuda = h.device == "cuda" or (h.device == "auto" and torch.cuda.is_available())
     if want_cuda and not torch.cuda.is_available():
         raise RuntimeError("DEVICE=cuda but torch.cuda.is_available() is False")
-    if want_cuda and local_rank >= torch.cuda.device_count():
+    attn_impl = ("fa3" if want_cuda and HAS_FA3 else "sdpa") if h.attn_impl == "auto" else h.attn_impl
+    if attn_impl == "fa3" and not (want_cuda and HAS_FA3):
+        raise RuntimeError(f"ATTN_IMPL=fa3 needs CUDA and flash_attn_interface: {FA3_ERROR or 'no CUDA'}")
+    gloo = h.dist_backend == "gloo" or not want_cuda  # gloo over CUDA tensors: several ranks may share one GPU
+    if want_cuda and local_rank >= torch.cuda.device_count() and not gloo:
         raise RuntimeError(f"LOCAL_RANK={local_rank} but PyTorch sees {torch.cuda.device_count()} GPU(s) "
                            f"(CUDA_VISIBLE_DEVICES={env.get('CUDA_VISIBLE_DEVICES', 'unset')}): start fewer processes")
-    device = torch.device("cuda", local_rank) if want_cuda else torch.device("cpu")
+    device = torch.device("cuda", local_rank % torch.cuda.device_count()) if want_cuda else torch.device("cpu")
     if want_cuda:
         torch.cuda.set_device(device)
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     if distributed and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if want_cuda else "gloo", device_id=device if want_cuda else None)
-    attn_impl = ("fa3" if want_cuda and HAS_FA3 else "sdpa") if h.attn_impl == "auto" else h.attn_impl
-    if attn_impl == "fa3" and not (want_cuda and HAS_FA3):
-        raise RuntimeError("ATTN_IMPL=fa3 needs CUDA and the flash_attn_interface package")
+        dist.init_process_group(backend="gloo" if gloo else "nccl", device_id=None if gloo else device)
     bf16 = h.model_dtype == "bf16" or (h.model_dtype == "auto" and want_cuda)
     return Runtime(device=device, rank=rank, local_rank=local_rank, world_size=world_size, distributed=distributed,
                    model_dtype=torch.bfloat16 if bf16 else torch.float32,
@@ -935,7 +938,7 @@ def build_train_state(model: GPT, h: Hyperparameters, runtime: Runtime, loader: 
         # knob's name changed (PyTorch 2.13 deprecates broadcast_buffers for forward_sync_buffers).
         knob = ("forward_sync_buffers" if "forward_sync_buffers" in DistributedDataParallel.__init__.__code__.co_varnames
                 else "broadcast_buffers")
-        ddp = DistributedDataParallel(model, device_ids=[runtime.local_rank] if runtime.is_cuda else None,
+        ddp = DistributedDataParallel(model, device_ids=[runtime.device] if runtime.is_cuda else None,
                                       **{knob: False})
     return TrainState(model, maybe_compile(ddp or model, runtime), ddp, build_optimizers(model, h, runtime), loader)
 
@@ -2681,7 +2684,8 @@ def log_header(h: Hyperparameters, runtime: Runtime, log: Logger) -> None:
     gpu = torch.cuda.get_device_name(runtime.device).replace(" ", "_") if runtime.is_cuda else "none"
     log.fields(device=runtime.device.type, gpu=gpu, world_size=runtime.world_size, attn_impl=runtime.attn_impl,
                compile=int(runtime.compile), autocast=str(runtime.autocast_dtype or "fp32").replace("torch.", ""),
-               model_dtype=str(runtime.model_dtype).replace("torch.", ""))
+               model_dtype=str(runtime.model_dtype).replace("torch.", ""),
+               **{"fa3_unavailable": json.dumps(FA3_ERROR)} if FA3_ERROR else {})  # the reason, when not importable
 
 
 def log_eval(log: Logger, result: EvalResult) -> EvalResult:
@@ -2803,14 +2807,14 @@ def run(h: Hyperparameters, runtime: Runtime, log: Logger) -> None:
         model = place_model(GPT(h), runtime)
         log.fields(model_params=count_parameters(model), val_tokens=val_tokens.numel() - 1)
         training = train(model, h, runtime, loader, log)
-        if h.eval_diagnostics:
-            pre_quant = log_eval(log, evaluate_windows("pre_quant", WindowScorer(model, h, runtime), val_tokens, tables,
-                                                       h.eval_seq_len, h, runtime))
-            phases["pre_quant"] = pre_quant.eval_time_ms
         if runtime.is_main and h.checkpoint_path:
             save_checkpoint_atomic(model.state_dict(), h.checkpoint_path)
         accounting = quantize_and_pack(model, loader, h, runtime, log, code_bytes)
         training["train_time_ms"] += accounting["gptq_time_ms"]
+        if h.eval_diagnostics:  # only once checkpoint and artifact are on disk: no evaluation can lose them
+            pre_quant = log_eval(log, evaluate_windows("pre_quant", WindowScorer(model, h, runtime), val_tokens, tables,
+                                                       h.eval_seq_len, h, runtime))
+            phases["pre_quant"] = pre_quant.eval_time_ms
         del model
     final = evaluate_artifact(h, runtime, log, val_tokens, tables, phases)
     budget = log_budget(log, phases, scored_evaluation(h))

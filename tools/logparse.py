@@ -41,11 +41,15 @@ def parse_value(text: str):
     return text
 
 
+TOKEN = re.compile(r'[^\s:"]+:"(?:[^"\\]|\\.)*"|\S+')  # key:"a JSON string", or any run of non-spaces
+
+
 def parse_line(line: str) -> dict:
     """`eval:ttt val_loss:2.1 val_bpb:1.08` -> {'eval': 'ttt', 'val_loss': 2.1, 'val_bpb': 1.08}.
 
     A leading bare word becomes {'event': word}. Tokens without a colon after the first are
-    ignored (free text is allowed at the end of a line)."""
+    ignored (free text is allowed at the end of a line). A value in double quotes is a JSON string
+    and may hold spaces: `fa3_unavailable:"No module named 'flash_attn_interface'"`."""
     line = line.strip()
     if line.startswith("config:{"):
         try:
@@ -53,14 +57,21 @@ def parse_line(line: str) -> dict:
         except json.JSONDecodeError:
             return {}
     out: dict = {}
-    for index, token in enumerate(line.split()):
+    for index, token in enumerate(TOKEN.findall(line)):
         key, sep, value = token.partition(":")
         if not sep:
             if index == 0:
                 out["event"] = token
             continue
-        out[key] = parse_value(value)
+        out[key] = parse_quoted(value) if value.startswith('"') else parse_value(value)
     return out
+
+
+def parse_quoted(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
 
 
 def parse_log(text: str) -> list[dict]:
