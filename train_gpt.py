@@ -213,6 +213,7 @@ class Hyperparameters:
             (self.device in ("auto", "cuda", "cpu"), "DEVICE must be auto, cuda or cpu"),
             (self.model_dtype in ("auto", "bf16", "fp32"), "MODEL_DTYPE must be auto, bf16 or fp32"),
             (self.attn_impl in ("auto", "fa3", "sdpa"), "ATTN_IMPL must be auto, fa3 or sdpa"),
+            (self.dist_backend in ("auto", "gloo"), "DIST_BACKEND must be auto or gloo"),
             (self.dc_hash in ("legacy", "mixed"), "DC_HASH must be legacy or mixed"),
             (self.dc_local_reset in ("chunk", "doc", "none"), "DC_LOCAL_RESET must be chunk, doc or none"),
             (self.dc_experts in ("hashed", "sharp"), "DC_EXPERTS must be hashed or sharp"),

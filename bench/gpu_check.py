@@ -313,7 +313,9 @@ def check_smoke(data: dict, runtime, out: Path, timeout_s: float) -> str:
     env.update(SMOKE, DATA_PATH=str(data["dataset_dir"]), TOKENIZER_PATH=str(data["tokenizer_path"]),
                VOCAB_SIZE=str(data["vocab_size"]), DEVICE=runtime.device.type, LOG_DIR=str(work / "logs"),
                ARTIFACT_PATH=str(work / "model.ptz"), CHECKPOINT_PATH=str(work / "model.pt"), OMP_NUM_THREADS="1")
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+    # Under tools/emulate_cuda.py (which sets EMULATED_CUDA=1) the ranks run on the same emulated device.
+    emulated = [str(ROOT / "tools" / "emulate_cuda.py")] if os.environ.get("EMULATED_CUDA") == "1" else []
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *emulated,
                str(ROOT / "train_gpt.py")]
     began = time.perf_counter()
     try:

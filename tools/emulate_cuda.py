@@ -492,6 +492,7 @@ def main(argv: list[str]) -> None:
     if not argv:
         raise SystemExit("usage: python tools/emulate_cuda.py SCRIPT [ARGS...]")
     sys.argv = list(argv)
+    os.environ["EMULATED_CUDA"] = "1"  # for subprocesses that must run on the same device (gpu_check's smoke)
     sys.path.insert(0, str(Path(argv[0]).resolve().parent))
     with EmulatedCuda() as emulation:
         try:
