@@ -219,8 +219,8 @@ def ours_evaluations(records: list[dict]) -> list[dict]:
     """The `eval:<name>` lines in order; GPTQ (the `artifact` line) runs between two of them."""
     evaluations, pause_ms = [], 0.0
     for r in records:
-        if r.get("event") == "artifact":  # GPTQ, then (newer logs) serialization, run between evaluations
-            pause_ms += sum(r[k] for k in ("gptq_time_ms", "serialize_time_ms") if is_number(r.get(k)))
+        if r.get("event") == "artifact":  # Hessians, GPTQ, then (newer logs) serialization, between evaluations
+            pause_ms += sum(r[k] for k in ("hessian_time_ms", "gptq_time_ms", "serialize_time_ms") if is_number(r.get(k)))
         if "eval" in r and r.get("event") != "final" and is_number(r.get("val_bpb")):
             evaluations.append({"name": str(r["eval"]), "val_loss": r.get("val_loss"), "val_bpb": r["val_bpb"],
                                 "eval_time_ms": r.get("eval_time_ms"), "tokens": r.get("tokens"),
