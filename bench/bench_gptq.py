@@ -13,6 +13,7 @@ load moves the times, not the counts.
 
     OMP_NUM_THREADS=1 python bench/bench_gptq.py                 # the record's shapes
     python bench/bench_gptq.py --num-layers 1 --model-dim 256 --vocab-size 512   # tiny (tests)
+    python bench/bench_gptq.py --device cuda --no-count            # on a GPU (launch-bound there)
 """
 from __future__ import annotations
 
@@ -53,8 +54,9 @@ def record_matrices(h: tg.Hyperparameters, seed: int) -> tuple[dict, dict]:
         state_dict[name] = torch.randn(shape, generator=generator) * 0.02
         if len(shape) == 2 and state_dict[name].numel() > tg.SMALL_TENSOR_MAX_NUMEL:
             cols = shape[1]
-            X = torch.randn(cols, cols, generator=generator) @ (torch.randn(cols, cols, generator=generator) / cols ** 0.5)
-            X *= torch.logspace(-1, 1, cols)[torch.randperm(cols, generator=generator)]  # (samples, cols)
+            mixing = torch.randn(cols, cols, generator=generator) / cols ** 0.5
+            X = torch.randn(cols, cols, generator=generator) @ mixing  # (samples, cols), correlated
+            X *= torch.logspace(-1, 1, cols)[torch.randperm(cols, generator=generator)]
             if name == tg.EMBEDDING_KEY:
                 X[:, :2] = 0.0  # dead inputs: the zero-diagonal path
             hessians[name] = X.T @ X / X.shape[0]
@@ -72,9 +74,13 @@ def reference(state_dict: dict, hessians: dict, h: tg.Hyperparameters) -> dict:
     return results
 
 
-def timed(fn):
+def timed(fn, device: torch.device):
+    """(fn(), ms), the device's queue drained on both sides."""
+    synchronize = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    synchronize()
     began = time.perf_counter()
     result = fn()
+    synchronize()
     return result, 1000.0 * (time.perf_counter() - began)
 
 
@@ -84,20 +90,26 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--model-dim", type=int, default=tg.Hyperparameters.model_dim)
     parser.add_argument("--vocab-size", type=int, default=tg.Hyperparameters.vocab_size)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="where the weights and Hessians live (cpu, cuda)")
     parser.add_argument("--no-count", action="store_true", help="skip the operator counts (a slow pass)")
     args = parser.parse_args(argv)
     h = dataclasses.replace(tg.Hyperparameters(), num_layers=args.num_layers, model_dim=args.model_dim,
                             vocab_size=args.vocab_size)
+    device = torch.device(args.device)
     state_dict, hessians = record_matrices(h, args.seed)
+    state_dict = {name: tensor.to(device) for name, tensor in state_dict.items()}
+    hessians = {name: H.to(device) for name, H in hessians.items()}
     shapes = Counter(tuple(state_dict[name].shape) for name in hessians)
-    figures = {"threads": torch.get_num_threads(), "matrices": len(hessians), "shape_groups": len(shapes),
+    figures = {"device": device.type, "threads": torch.get_num_threads(), "matrices": len(hessians),
+               "shape_groups": len(shapes),
                "column_steps_reference": sum(shape[1] * n for shape, n in shapes.items()),
                "column_steps_fast": sum(shape[1] for shape in shapes)}
-    expected, figures["reference_ms"] = timed(lambda: reference(state_dict, hessians, h))
-    fast, figures["fast_ms"] = timed(lambda: tg.quantize_state_dict(state_dict, hessians, h))
+    expected, figures["reference_ms"] = timed(lambda: reference(state_dict, hessians, h), device)
+    fast, figures["fast_ms"] = timed(lambda: tg.quantize_state_dict(state_dict, hessians, h), device)
     figures["speedup"] = figures["reference_ms"] / figures["fast_ms"]
-    figures["identical"] = int(all(torch.equal(fast[name]["q"], ints) and torch.equal(fast[name]["scale"], scale)
-                                   for name, (ints, scale) in expected.items()))
+    same = [torch.equal(fast[name]["q"], ints.cpu()) and torch.equal(fast[name]["scale"], scale.cpu())
+            for name, (ints, scale) in expected.items()]
+    figures["identical"] = int(all(same))
     if not args.no_count:
         for key, fn in (("reference_ops", lambda: reference(state_dict, hessians, h)),
                         ("fast_ops", lambda: tg.quantize_state_dict(state_dict, hessians, h))):
