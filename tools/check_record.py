@@ -19,7 +19,8 @@ best seed is named as such), artifact (16,000,000 bytes by the logs' own totals 
 shipped script + model; a total that counts compressed code is a warning, a failure with
 --strict), code (the shipped script is the code that ran, and is not a stub that runs another
 file), training (600 s as the official loop measures it: it stops after the step that crosses
-600 s, so 600 s plus one step passes), evaluation (600 s). For the 10-minute track also:
+600 s, so 600 s plus one step passes; where a log states hessian_time_ms, the end of GPTQ's Hessian
+collection is reported and a warning given past 600 s), evaluation (600 s). For the 10-minute track also:
 device (no CPU run), world_size (8), hardware (8xH100 where a log or submission.json names it),
 validation (the whole validation set: no VAL_MAX_TOKENS, and the token count of a known
 tokenizer) and readme (no TODO left).
@@ -574,9 +575,20 @@ def check_training_time(record: Record, limit_ms: int) -> Check:
         if run["train_time_ms"] > allowed:
             failures.append(f"{run['name']}: trained {run['train_time_ms'] / 1000:.3f} s, over {limit_ms / 1000:.0f} s "
                             f"plus one step ({step_allowance_ms(run) / 1000:.3f} s)")
+    # Reviewers ask that everything touching training data, the loop and GPTQ's Hessian collection, end
+    # inside the limit (a community reading, #1868/#1950, no organizer ruling): reported, and warned.
+    warnings, hessian_ends = [], []
+    for run in timed:
+        if isinstance(run["hessian_time_ms"], (int, float)) and isinstance(run["training_loop_ms"], (int, float)):
+            hessian_ends.append(run["training_loop_ms"] + run["hessian_time_ms"])
+            if hessian_ends[-1] > limit_ms:
+                warnings.append(f"{run['name']}: the Hessians are collected by {hessian_ends[-1] / 1000:.3f} s, after "
+                                f"{limit_ms / 1000:.0f} s (loop + hessian_time_ms; raise GPTQ_RESERVE_SECONDS)")
     longest = max(r["train_time_ms"] for r in timed)
-    return verdict("training", failures, [], f"at most {longest / 1000:.3f} s in {len(timed)} log(s) "
-                                              f"(limit {limit_ms / 1000:.0f} s plus the step that crosses it)")
+    hessians = f"; Hessians collected by {max(hessian_ends) / 1000:.3f} s" if hessian_ends else ""
+    return verdict("training", failures, warnings, f"at most {longest / 1000:.3f} s in {len(timed)} log(s) "
+                                                   f"(limit {limit_ms / 1000:.0f} s plus the step that crosses it)"
+                                                   f"{hessians}")
 
 
 def evaluation_time(run: dict) -> tuple[float | None, str]:
