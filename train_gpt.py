@@ -52,10 +52,11 @@ from torch.nn.parallel import DistributedDataParallel
 
 try:  # FlashAttention-3 (Hopper); the SDPA path is the reference and the CPU path.
     from flash_attn_interface import flash_attn_func as flash_attn_3_func
+    from flash_attn_interface import flash_attn_varlen_func as flash_attn_3_varlen_func
 
     HAS_FA3 = True
 except ImportError:
-    flash_attn_3_func = None
+    flash_attn_3_func = flash_attn_3_varlen_func = None
     HAS_FA3 = False
 
 # -----------------------------------------------------------------------------
@@ -69,13 +70,15 @@ except ImportError:
 ENV_PREFIXES = (
     "TRAIN_", "VAL_", "EVAL_", "MUON_", "ADAM_", "EMBED_", "TIED_", "MATRIX_", "SCALAR_",
     "GPTQ_", "TTT_", "DC_", "PPM_", "EMA_", "QK_", "ROPE_", "LOOP_", "MODEL_", "ATTN_",
-    "MLP_", "WARMUP_", "WARMDOWN_", "ARTIFACT_", "LOGIT_", "XSA_", "PARALLEL_",
+    "MLP_", "WARMUP_", "WARMDOWN_", "ARTIFACT_", "LOGIT_", "XSA_", "PARALLEL_", "SMEAR_", "GATE_", "SPARSE_",
+    "GATED_", "LQER_", "AWQ_", "SEQ_",
 )
 
 
 @dataclass(frozen=True)
 class Hyperparameters:
     # Paths and run identity.
+    recipe: str = "pr1493"  # a preset of knob values (RECIPES); every knob's variable still overrides it
     data_path: str = "./data/datasets/fineweb10B_sp8192"  # folder of fineweb_{train,val}_NNNNNN.bin shards
     tokenizer_path: str = "./data/tokenizers/fineweb_8192_bpe.model"  # SentencePiece model; its vocab must equal VOCAB_SIZE
     run_id: str = ""  # log file name; default: a timestamp
@@ -101,19 +104,30 @@ class Hyperparameters:
     logit_softcap: float = 30.0
     tied_embed_init_std: float = 0.005
     parallel_start_layer: int = 7  # layers from here on are parallel residual
+    parallel_lanes: int = 1  # 1: both branches read one stream (#1493); 2: attention and MLP lanes (#1529/#1530)
     xsa_last_n: int = 11  # XSA on the last N layers
     loop_start: int = 3  # first looped layer (depth recurrence)
     loop_end: int = 5  # last looped layer
     num_loops: int = 2  # extra passes over LOOP_START..LOOP_END
     enable_looping_at: float = 0.35  # fraction of training at which looping switches on
+    smear_gate_enabled: bool = False  # SmearGate (#1667): add a gated share of the previous token's embedding
+    smear_gate_bos_fix: bool = True  # ... except into a BOS (#1851): no document sees the one before it
+    gate_window: int = 12  # SmearGate and sparse attention gate read the first GATE_WINDOW channels
+    attn_out_gate_enabled: bool = False  # attention output gate 2·sigmoid(W u[:width]) per head (#1667)
+    attn_out_gate_width: int = 12  # its input channels (24 in #1790/#1874)
+    sparse_attn_gate_enabled: bool = False  # sparse attention gate sigmoid(scale · W u[:GATE_WINDOW]) per head (#1787)
+    sparse_attn_gate_scale: float = 1.0
+    attn_doc_mask: bool = False  # attention only within a document (a BOS starts one), in every forward (#1530)
     # Training (docs/architecture.md).
     iterations: int = 20000  # step cap (the wall clock usually stops first)
     train_batch_tokens: int = 786432  # global tokens per step
     train_seq_len: int = 2048
+    train_seq_schedule: str = ""  # progressive context (#2014): "1024@0.1,2048@0.7,3072@1.0", span@progress
+    seq_change_warmup_steps: int = 0  # after a context change, the LR ramps back up over this many steps
     max_wallclock_seconds: float = 600.0  # training budget incl. GPTQ reserve; 0: steps only
     gptq_reserve_seconds: float = 12.0  # kept out of the training budget for GPTQ
     warmdown_frac: float = 0.72  # final fraction with linear LR decay
-    min_lr: float = 0.0  # LR floor at the end, as a fraction of the peak
+    min_lr: float = 0.0  # floor of the LR multiplier in the warm-down (#1787)
     warmup_steps: int = 20  # compile/warm-up steps, undone afterwards
     train_log_every: int = 100
     matrix_lr: float = 0.022
@@ -123,6 +137,7 @@ class Hyperparameters:
     muon_momentum_warmup_start: float = 0.92
     muon_momentum_warmup_steps: int = 1500
     muon_backend_steps: int = 5
+    muon_ns_coefficients: str = "jordan"  # jordan: one quintic (a, b, c) every step; polar_express: one per step (#1344)
     muon_wd: float = 0.095
     embed_wd: float = 0.085
     adam_wd: float = 0.02
@@ -138,7 +153,19 @@ class Hyperparameters:
     matrix_bits: int = 6
     embed_bits: int = 8
     matrix_clip_sigmas: float = 12.85  # SDClip k for int6 matrices
-    embed_clip_sigmas: float = 20.0  # SDClip k for the int8 embedding
+    mlp_clip_sigmas: float = 0.0  # SDClip k for MLP matrices (#1586); 0: MATRIX_CLIP_SIGMAS
+    attn_clip_sigmas: float = 0.0  # SDClip k for attention matrices (#1586); 0: MATRIX_CLIP_SIGMAS
+    embed_clip_sigmas: float = 20.0  # SDClip k for the embedding
+    gated_attn_quant_gate: bool = False  # attention gate weights as int8 per row instead of fp16 (#1736)
+    lqer_enabled: bool = False  # low-rank correction of the worst-quantized matrices (#1797)
+    lqer_rank: int = 4
+    lqer_top_k: int = 3  # how many matrices (largest quantization error) get one
+    lqer_asym_group: int = 64  # int4 group size of the B factor (A is int2 per matrix)
+    awq_lite_enabled: bool = False  # one column group of the whole model quantized at AWQ_LITE_BITS (#1908)
+    awq_lite_bits: int = 8
+    awq_lite_group_size: int = 64
+    awq_lite_group_top_k: int = 1
+    compressor: str = "brotli"  # brotli | pergroup (lrzip ZPAQ per tensor group, #1855; needs the lrzip program)
     artifact_limit_bytes: int = 16_000_000  # decimal cap on code + model bytes
     # Evaluation (docs/evaluation.md).
     eval_seq_len: int = 2048
@@ -192,7 +219,11 @@ class Hyperparameters:
         if unknown:
             raise ValueError(f"unknown environment variable(s) {unknown}: not a field of Hyperparameters "
                              f"(typo? the variable is the field name in upper case)")
-        h = cls(**{f.name: _parse_field(f, env[upper]) for upper, f in names.items() if upper in env})
+        recipe = env.get("RECIPE", cls.recipe)
+        if recipe not in RECIPES:
+            raise ValueError(f"RECIPE={recipe!r}: not one of {sorted(RECIPES)}")
+        values = {**RECIPES[recipe], **{f.name: _parse_field(f, env[upper]) for upper, f in names.items() if upper in env}}
+        h = cls(**values)
         h.validate()
         return h
 
@@ -226,6 +257,20 @@ class Hyperparameters:
              "DC_BUCKETS_G and DC_BUCKETS_L must be powers of two"),
             (len(self.dc_prior) == 3 and abs(sum(self.dc_prior) - 1) < 1e-6, "DC_PRIOR must be 3 weights summing to 1"),
             (2 <= self.matrix_bits <= 8 and 2 <= self.embed_bits <= 8, "MATRIX_BITS and EMBED_BITS must be in 2..8"),
+            (self.parallel_lanes in (1, 2), "PARALLEL_LANES must be 1 or 2"),
+            (not (self.attn_out_gate_enabled and self.sparse_attn_gate_enabled),
+             "ATTN_OUT_GATE_ENABLED and SPARSE_ATTN_GATE_ENABLED are exclusive (one gate per head)"),
+            (1 <= self.gate_window <= self.model_dim and 1 <= self.attn_out_gate_width <= self.model_dim,
+             "GATE_WINDOW and ATTN_OUT_GATE_WIDTH must be in 1..MODEL_DIM"),
+            (self.muon_ns_coefficients in NEWTON_SCHULZ_COEFFICIENTS,
+             f"MUON_NS_COEFFICIENTS must be one of {sorted(NEWTON_SCHULZ_COEFFICIENTS)}"),
+            (self.compressor in ("brotli", "pergroup"), "COMPRESSOR must be brotli or pergroup"),
+            (self.lqer_rank >= 1 and self.lqer_top_k >= 0 and self.lqer_asym_group >= 1, "bad LQER_* values"),
+            (2 <= self.awq_lite_bits <= 8 and self.awq_lite_group_size >= 1, "bad AWQ_LITE_* values"),
+            (not self.train_seq_schedule or self.attn_doc_mask,
+             "TRAIN_SEQ_SCHEDULE caps the attention span of document segments: it needs ATTN_DOC_MASK=1"),
+            (all(span <= self.train_seq_len for span, _ in seq_schedule(self)),
+             "every TRAIN_SEQ_SCHEDULE span must be at most TRAIN_SEQ_LEN (the row length)"),
         ]
         for ok, message in checks:
             if not ok:
@@ -233,6 +278,39 @@ class Hyperparameters:
 
     def to_log(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+
+# The recipes (docs/architecture.md, the README's recipe table): each a table of knob values over the defaults,
+# which are pr1493's. The frontier stacks share their model and optimizer; they differ in the gates, the clip
+# sigmas, the warm-down and what the artifact adds. The evaluation stays ours (stream TTT); their phased
+# document-LoRA TTT and CaseOps data are not part of a recipe.
+FRONTIER_BASE = dict(
+    parallel_lanes=2, parallel_start_layer=8,  # two lanes from layer 8 (#1529/#1530)
+    smear_gate_enabled=True, attn_doc_mask=True,  # SmearGate (#1667); document-masked attention (#1530)
+    muon_momentum=0.97, muon_ns_coefficients="polar_express", matrix_lr=0.026, min_lr=0.10,  # #1514, #1787, #1586
+    embed_bits=7, gptq_calibration_batches=16, lqer_enabled=True,  # #1586, #1626, #1797
+)
+RECIPES: dict[str, dict] = {
+    "pr1493": {},  # the defaults: the published 1.0810 stack
+    "pr1874": dict(FRONTIER_BASE, smear_gate_bos_fix=False, attn_out_gate_enabled=True, attn_out_gate_width=24,
+                   warmdown_frac=0.75, gptq_reserve_seconds=4.0,
+                   mlp_clip_sigmas=12.0, attn_clip_sigmas=13.0, embed_clip_sigmas=15.0),
+    "pr1855": dict(FRONTIER_BASE, qk_gain_init=5.0, sparse_attn_gate_enabled=True, sparse_attn_gate_scale=0.5,
+                   gated_attn_quant_gate=True, warmdown_frac=0.85, beta2=0.99, gptq_reserve_seconds=0.5,
+                   mlp_clip_sigmas=11.5, attn_clip_sigmas=13.0, embed_clip_sigmas=14.0, compressor="pergroup"),
+}
+# best: the #2014 record (#1855 + #1945/#1953/#2014's legal levers) without its AsymLogit, which never trains.
+RECIPES["best"] = dict(RECIPES["pr1855"], qk_gain_init=5.25, gptq_reserve_seconds=4.0, awq_lite_enabled=True,
+                       train_seq_len=3072, eval_seq_len=3072, train_seq_schedule="1024@0.1,2048@0.7,3072@1.0",
+                       seq_change_warmup_steps=32)
+
+
+def seq_schedule(h: Hyperparameters) -> list[tuple[int, float]]:
+    """TRAIN_SEQ_SCHEDULE as [(span, until_progress), ...]; empty: one span, TRAIN_SEQ_LEN."""
+    if not h.train_seq_schedule:
+        return []
+    stages = [item.split("@") for item in h.train_seq_schedule.split(",")]
+    return [(int(span), float(until)) for span, until in stages]
 
 
 def _parse_field(f: dataclasses.Field, text: str):
@@ -517,8 +595,26 @@ def apply_partial_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return torch.cat((out, rest), dim=-1)
 
 
-def causal_attention(q: Tensor, k: Tensor, v: Tensor, impl: str) -> Tensor:
-    """The one attention dispatch point. q (B, T, H, D), k/v (B, T, Hkv, D) -> (B, T, H, D)."""
+def document_segments(input_ids: Tensor, span: int = 0) -> Tensor:
+    """(B, T) segment ids for document-masked attention (#1530): a segment starts at every BOS and at each
+    row's first position, and (span > 0) every `span` tokens into a document (TRAIN_SEQ_SCHEDULE's cap).
+    Ids increase along the flattened batch, so no two rows share one."""
+    B, T = input_ids.shape
+    position = torch.arange(T, device=input_ids.device).expand(B, T)
+    starts = (input_ids == BOS_ID) | (position == 0)
+    if span > 0:
+        document_start = torch.cummax(torch.where(starts, position, torch.zeros_like(position)), dim=1).values
+        starts = starts | ((position - document_start) % span == 0)
+    return torch.cumsum(starts.flatten().long(), 0).view(B, T)
+
+
+def causal_attention(q: Tensor, k: Tensor, v: Tensor, impl: str, segments: Tensor | None = None) -> Tensor:
+    """The one attention dispatch point. q (B, T, H, D), k/v (B, T, Hkv, D) -> (B, T, H, D). With (B, T)
+    `segments`, a position attends only to earlier positions of its own segment: FA3's variable-length
+    function on the GPU (the rows flattened into one, cut at segment starts), a block-diagonal causal mask
+    for SDPA (exactly equal; memory T² per row)."""
+    if segments is not None:
+        return segment_attention(q, k, v, impl, segments)
     if impl == "fa3":
         # FA3 is not autocast-aware: the QK-norm may have left q, k in fp32. Some releases
         # return (out, softmax_lse).
@@ -526,6 +622,24 @@ def causal_attention(q: Tensor, k: Tensor, v: Tensor, impl: str) -> Tensor:
         return (out[0] if isinstance(out, tuple) else out).to(v.dtype)
     out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
                                          is_causal=True, enable_gqa=q.size(2) != k.size(2))
+    return out.transpose(1, 2)
+
+
+def segment_attention(q: Tensor, k: Tensor, v: Tensor, impl: str, segments: Tensor) -> Tensor:
+    B, T, H, D = q.shape
+    if impl == "fa3":
+        flat = segments.flatten()
+        starts = torch.nonzero(torch.diff(flat, prepend=flat[:1] - 1)).flatten()
+        cu_seqlens = torch.cat((starts, starts.new_tensor([B * T]))).to(torch.int32)
+        max_len = int(torch.diff(cu_seqlens).max())
+        out = flash_attn_3_varlen_func(q.bfloat16().flatten(0, 1), k.bfloat16().flatten(0, 1),
+                                       v.bfloat16().flatten(0, 1), cu_seqlens, cu_seqlens, max_len, max_len,
+                                       causal=True)
+        return (out[0] if isinstance(out, tuple) else out).view(B, T, H, D).to(v.dtype)
+    same = segments[:, :, None] == segments[:, None, :]  # (B, T, T)
+    mask = (same & torch.ones(T, T, dtype=torch.bool, device=q.device).tril())[:, None]
+    out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                         attn_mask=mask, enable_gqa=q.size(2) != k.size(2))
     return out.transpose(1, 2)
 
 
@@ -552,8 +666,25 @@ class Attention(nn.Module):
         self.q_gain = nn.Parameter(torch.full((h.num_heads,), h.qk_gain_init))
         self.use_xsa = use_xsa
         self.attn_impl = "sdpa"  # set by GPT.set_attention_impl from the Runtime
+        # Per-head gate on the attention output, g = amplitude·sigmoid(scale · W u[:width]) with u the attention's
+        # (normed) input: the output gate (#1667) is 2·sigmoid(W u[:24]), 1 at init; the sparse gate (#1787)
+        # sigmoid(κ·W u[:12]), 0.5 at init. W (heads, width) starts at zero; a plain parameter (AdamW, fp16 or
+        # the int8 quant-gate in the artifact), not an nn.Linear (those are Muon's and GPTQ's).
+        self.gate = None
+        if h.attn_out_gate_enabled:
+            self.gate = (2.0, 1.0)
+            self.attn_gate_w = nn.Parameter(torch.zeros(h.num_heads, h.attn_out_gate_width))
+        elif h.sparse_attn_gate_enabled:
+            self.gate = (1.0, h.sparse_attn_gate_scale)
+            self.attn_gate_w = nn.Parameter(torch.zeros(h.num_heads, h.gate_window))
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    def head_gate(self, u: Tensor) -> Tensor:
+        """(B, T, d) attention input -> (B, T, H, 1) gate of each head's output."""
+        amplitude, scale = self.gate
+        z = F.linear(u[..., :self.attn_gate_w.size(1)], self.attn_gate_w.to(u.dtype))
+        return (amplitude * torch.sigmoid(scale * z)).unsqueeze(-1)
+
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, segments: Tensor | None = None) -> Tensor:
         B, T, _ = x.shape
         q = self.q(x).view(B, T, self.num_heads, self.head_dim)
         k = self.k(x).view(B, T, self.num_kv_heads, self.head_dim)
@@ -561,7 +692,7 @@ class Attention(nn.Module):
         q, k = rms_norm(q), rms_norm(k)  # QK-norm per head
         q, k = apply_partial_rotary(q, cos, sin), apply_partial_rotary(k, cos, sin)
         q = q * self.q_gain.to(q.dtype)[None, None, :, None]
-        y = causal_attention(q, k, v, self.attn_impl)  # (B, T, H, D)
+        y = causal_attention(q, k, v, self.attn_impl, segments)  # (B, T, H, D)
         if self.use_xsa:
             # XSA: remove from each head's output its component along the (unit) value vector
             # of its own position in its KV group, leaving what context adds beyond "self".
@@ -569,6 +700,8 @@ class Attention(nn.Module):
             unit_v = F.normalize(v, dim=-1).unsqueeze(3)  # (B, T, Hkv, 1, D)
             y = y.view(B, T, self.num_kv_heads, groups, self.head_dim)
             y = y - (y * unit_v).sum(-1, keepdim=True) * unit_v
+        if self.gate is not None:  # after XSA, before the heads merge (#1855's order)
+            y = y.reshape(B, T, self.num_heads, self.head_dim) * self.head_gate(x).to(y.dtype)
         return self.proj(y.reshape(B, T, self.num_heads * self.head_dim))
 
 
@@ -593,15 +726,35 @@ class Block(nn.Module):
         self.norm_scale = 1.0 / math.sqrt(layer_index + 1)  # LN scale: deeper layers read smaller inputs
         self.parallel = layer_index >= h.parallel_start_layer
 
-    def forward(self, x: Tensor, x0: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    def mixed(self, x: Tensor, x0: Tensor) -> Tensor:
         mix = self.resid_mix.to(x.dtype)
-        x_in = mix[0] * x + mix[1] * x0
-        attn_out = self.attn(rms_norm(x_in) * self.norm_scale, cos, sin)
-        if self.parallel:  # both branches read x_in
-            mlp_out = self.mlp(rms_norm(x_in) * self.norm_scale)
-            return x_in + self.attn_scale.to(x.dtype) * attn_out + self.mlp_scale.to(x.dtype) * mlp_out
-        x = x_in + self.attn_scale.to(x.dtype) * attn_out
-        return x + self.mlp_scale.to(x.dtype) * self.mlp(rms_norm(x) * self.norm_scale)
+        return mix[0] * x + mix[1] * x0
+
+    def attend(self, x: Tensor, cos: Tensor, sin: Tensor, segments: Tensor | None) -> Tensor:
+        """The scaled attention branch of a stream x."""
+        return self.attn_scale.to(x.dtype) * self.attn(rms_norm(x) * self.norm_scale, cos, sin, segments)
+
+    def feed(self, x: Tensor) -> Tensor:
+        """The scaled MLP branch of a stream x."""
+        return self.mlp_scale.to(x.dtype) * self.mlp(rms_norm(x) * self.norm_scale)
+
+    def forward(self, x: Tensor, x0: Tensor, cos: Tensor, sin: Tensor, segments: Tensor | None = None) -> Tensor:
+        """One stream: sequential, or GPT-J parallel (both branches read x_in) from PARALLEL_START_LAYER."""
+        x_in = self.mixed(x, x0)
+        if self.parallel:
+            return x_in + self.attend(x_in, cos, sin, segments) + self.feed(x_in)
+        x = x_in + self.attend(x_in, cos, sin, segments)
+        return x + self.feed(x)
+
+    def two_lanes(self, lane0: Tensor, lane1: Tensor, x0: Tensor, cos: Tensor, sin: Tensor, segments: Tensor | None,
+                  post: Tensor, resid: Tensor) -> tuple[Tensor, Tensor]:
+        """Two-lane parallel block (#1529/#1530): attention reads lane 0 (with resid_mix), the MLP lane 1 (no
+        x0); each lane keeps resid[lane]·itself and takes post[branch, lane] of each branch. post (2, 2), resid (2,)."""
+        a = self.attend(self.mixed(lane0, x0), cos, sin, segments)
+        m = self.feed(lane1)
+        post, resid = post.to(lane0.dtype), resid.to(lane0.dtype)
+        return (resid[0] * lane0 + post[0, 0] * a + post[1, 0] * m,
+                resid[1] * lane1 + post[0, 1] * a + post[1, 1] * m)
 
 
 def layer_schedule(h: Hyperparameters, looping: bool) -> tuple[list[int], list[int]]:
@@ -626,7 +779,14 @@ class GPT(nn.Module):
         self.skip_weights = nn.Parameter(torch.ones(num_skips, h.model_dim))
         self.skip_gates = nn.Parameter(torch.zeros(num_skips, h.model_dim))
         self.final_norm = RMSNorm()
+        if h.parallel_lanes == 2:  # lane mixing of the two-lane blocks, one slot per physical layer (66 values)
+            self.parallel_post_lambdas = nn.Parameter(torch.ones(h.num_layers, 2, 2))
+            self.parallel_resid_lambdas = nn.Parameter(torch.full((h.num_layers, 2), 1.1))
+        if h.smear_gate_enabled:  # SmearGate: transparent at init (both zero)
+            self.smear_gate = nn.Parameter(torch.zeros(1, h.gate_window))
+            self.smear_lambda = nn.Parameter(torch.zeros(1))
         self.looping = False
+        self.span = 0  # the attention span cap of document segments (TRAIN_SEQ_SCHEDULE's stage); 0: none
         self._init_weights()
         # RoPE tables, fp32 buffers made here: filling a cache inside the first compiled trace costs one more
         # compile, and the published code forms its positions in bf16, where 2,048 positions collapse into 641
@@ -659,22 +819,47 @@ class GPT(nn.Module):
             return self.rotary_long[0], self.rotary_long[1]
         return rotary_tables(seq_len, self.h.rope_dims, self.h.rope_base, self.h.train_seq_len, self.rotary.device)
 
+    def smear(self, e: Tensor, input_ids: Tensor) -> Tensor:
+        """SmearGate (#1667): e'_t = e_t + λ·sigmoid(w·e_t[:GATE_WINDOW])·e_{t-1} for t >= 1, from the
+        un-smeared e_{t-1}; with the BOS fix (#1851) nothing flows into a BOS, so no document reads the
+        previous one's last token. (B, T, d) embeddings -> same."""
+        gate = self.smear_lambda.to(e.dtype) * torch.sigmoid(F.linear(e[:, 1:, :self.h.gate_window],
+                                                                       self.smear_gate.to(e.dtype)))
+        if self.h.smear_gate_bos_fix:
+            gate = gate * (input_ids[:, 1:] != BOS_ID).unsqueeze(-1).to(e.dtype)
+        return torch.cat((e[:, :1], e[:, 1:] + gate * e[:, :-1]), dim=1)
+
     def hidden(self, input_ids: Tensor) -> Tensor:
         """(B, T) token ids -> (B, T, d) final-normed hidden states (the head's input). The residual stream
-        is kept in the embedding's dtype (bf16 on CUDA), whatever precision autocast picks for the norm."""
+        is kept in the embedding's dtype (bf16 on CUDA), whatever precision autocast picks for the norm.
+        Every path (training, each evaluation, TTT, calibration) runs this one forward."""
         cos, sin = self._rotary(input_ids.size(1))
-        x = x0 = rms_norm(self.tok_emb(input_ids)).to(self.tok_emb.weight.dtype)
+        embedded = self.tok_emb(input_ids)
+        if self.h.smear_gate_enabled:
+            embedded = self.smear(embedded, input_ids)
+        x = x0 = rms_norm(embedded).to(self.tok_emb.weight.dtype)
+        segments = document_segments(input_ids, self.span) if self.h.attn_doc_mask else None
         encoder, decoder = layer_schedule(self.h, self.looping)
         skips = []
         for layer in encoder:
-            x = self.blocks[layer](x, x0, cos, sin)
+            x = self.blocks[layer](x, x0, cos, sin, segments)
             skips.append(x)
+        lane1 = None  # the MLP lane, once the two-lane blocks begin; x is then lane 0
         for i, layer in enumerate(decoder):
+            block = self.blocks[layer]
+            if lane1 is None and block.parallel and self.h.parallel_lanes == 2:
+                lane1 = x  # the lanes split at the first two-lane block, before its skip
             if i < self.skip_weights.size(0) and skips:
-                # U-Net skip, last encoder output first: x = lerp(w*skip, x, sigmoid(g)).
+                # U-Net skip, last encoder output first: x = lerp(w*skip, x, sigmoid(g)); lane 0 only.
                 weighted = self.skip_weights[i].to(x.dtype) * skips.pop()
                 x = torch.lerp(weighted, x, torch.sigmoid(self.skip_gates[i]).to(x.dtype))
-            x = self.blocks[layer](x, x0, cos, sin)
+            if lane1 is None:
+                x = block(x, x0, cos, sin, segments)
+            else:
+                x, lane1 = block.two_lanes(x, lane1, x0, cos, sin, segments, self.parallel_post_lambdas[layer],
+                                           self.parallel_resid_lambdas[layer])
+        if lane1 is not None:
+            x = 0.5 * (x + lane1)  # PARALLEL_FINAL_LANE=mean
         return self.final_norm(x)
 
     def logits(self, hidden: Tensor) -> Tensor:
@@ -732,23 +917,39 @@ def place_model(model: GPT, runtime: Runtime) -> GPT:
 # iteration (Keller Jordan's Muon, modded-nanogpt). AdamW for the embedding and controls.
 # -----------------------------------------------------------------------------
 
-NEWTON_SCHULZ_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
+# (a, b, c) per iteration. jordan: Keller Jordan's quintic, repeated. polar_express (#1344, adopted by #1787):
+# minimax-tuned tuples, one per step; past the fifth step the records run no more (newton_schulz stops there).
+NEWTON_SCHULZ_COEFFICIENTS = {
+    "jordan": ((3.4445, -4.7750, 2.0315),),
+    "polar_express": (
+        (8.156554524902461, -22.48329292557795, 15.878769915207462),
+        (4.042929935166739, -2.808917465908714, 0.5000178451051316),
+        (3.8916678022926607, -2.772484153217685, 0.5060648178503393),
+        (3.285753657755655, -2.3681294933425376, 0.46449024233003106),
+        (2.3465413258596377, -1.7097828382687081, 0.42323551169305323),
+    ),
+}
+
+
+def newton_schulz_steps(name: str, steps: int) -> tuple[tuple[float, float, float], ...]:
+    """The (a, b, c) of each iteration: a single tuple repeats; a list is used once each, at most its length."""
+    table = NEWTON_SCHULZ_COEFFICIENTS[name]
+    return table * steps if len(table) == 1 else table[:steps]
 
 
 def newton_schulz_dtype(tensor: Tensor) -> torch.dtype:
     return torch.bfloat16 if tensor.is_cuda else torch.float32
 
 
-def newton_schulz(gradient: Tensor, steps: int) -> Tensor:
+def newton_schulz(gradient: Tensor, steps: int, coefficients: str = "jordan") -> Tensor:
     """Push the singular values of a (rows, cols) matrix towards 1 with a quintic iteration
     X <- aX + (bA + cA²)X, A = XXᵀ, run on the wide orientation (cheaper Gram matrix); in bf16 on
     CUDA, fp32 on the CPU, and returned in that dtype (the Muon exchange sends it as it is)."""
-    a, b, c = NEWTON_SCHULZ_COEFFICIENTS
     x = gradient.to(newton_schulz_dtype(gradient))
     transposed = x.size(0) > x.size(1)
     x = x.T if transposed else x
     x = x / (x.norm() + 1e-7)  # spectral norm <= Frobenius norm <= 1: inside the basin
-    for _ in range(steps):
+    for a, b, c in newton_schulz_steps(coefficients, steps):
         gram = x @ x.T
         x = a * x + (b * gram + c * gram @ gram) @ x
     return x.T if transposed else x
@@ -762,9 +963,10 @@ class Muon(torch.optim.Optimizer):
     momentum. `orthogonalize` is newton_schulz, compiled on CUDA."""
 
     def __init__(self, params, lr: float, momentum: float, weight_decay: float, backend_steps: int,
-                 runtime: Runtime | None = None, orthogonalize: Callable = newton_schulz):
+                 runtime: Runtime | None = None, orthogonalize: Callable = newton_schulz,
+                 ns_coefficients: str = "jordan"):
         super().__init__(list(params), dict(lr=lr, momentum=momentum, weight_decay=weight_decay,
-                                            backend_steps=backend_steps))
+                                            backend_steps=backend_steps, ns_coefficients=ns_coefficients))
         self.runtime, self.orthogonalize = runtime, orthogonalize
 
     @torch.no_grad()
@@ -788,7 +990,7 @@ class Muon(torch.optim.Optimizer):
                     continue
                 direction = p.grad.add(buffer, alpha=group["momentum"])  # Nesterov
                 direction = direction / (direction.norm(dim=1, keepdim=True) + 1e-7)  # row equilibration
-                updates[i].copy_(self.orthogonalize(direction, group["backend_steps"]))
+                updates[i].copy_(self.orthogonalize(direction, group["backend_steps"], group["ns_coefficients"]))
             if world_size > 1:
                 dist.all_reduce(flat)
             for p, update in zip(params, updates):
@@ -828,7 +1030,8 @@ def build_optimizers(model: GPT, h: Hyperparameters, runtime: Runtime) -> Optimi
     matrix_ids = {id(p) for p in matrices}
     controls = [p for name, p in model.named_parameters() if id(p) not in matrix_ids and name != "tok_emb.weight"]
     muon = Muon(matrices, lr=h.matrix_lr, momentum=h.muon_momentum, weight_decay=h.muon_wd,
-                backend_steps=h.muon_backend_steps, runtime=runtime, orthogonalize=maybe_compile(newton_schulz, runtime))
+                backend_steps=h.muon_backend_steps, runtime=runtime, orthogonalize=maybe_compile(newton_schulz, runtime),
+                ns_coefficients=h.muon_ns_coefficients)
     adam = torch.optim.AdamW(
         [dict(params=[model.tok_emb.weight], lr=h.tied_embed_lr, weight_decay=h.embed_wd),
          dict(params=controls, lr=h.scalar_lr, weight_decay=h.adam_wd)],
@@ -868,12 +1071,12 @@ class Logger:
 
 
 def lr_scale(progress: float, h: Hyperparameters) -> float:
-    """1 until 1 - WARMDOWN_FRAC of training, then linear down to MIN_LR at the end."""
+    """1 until 1 - WARMDOWN_FRAC of training, then linear towards 0 at the end, floored at MIN_LR (#1787:
+    a floor of the multiplier, reached at 1 - MIN_LR·WARMDOWN_FRAC and held)."""
     decay_start = 1.0 - h.warmdown_frac
     if progress <= decay_start or h.warmdown_frac <= 0:
         return 1.0
-    remaining = max(0.0, 1.0 - progress) / h.warmdown_frac
-    return h.min_lr + (1.0 - h.min_lr) * remaining
+    return max(max(0.0, 1.0 - progress) / h.warmdown_frac, h.min_lr)
 
 
 def muon_momentum_at(step: int, h: Hyperparameters) -> float:
