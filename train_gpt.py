@@ -150,6 +150,7 @@ class Hyperparameters:
     gptq_calibration_batches: int = 64  # training micro-batches for the Hessians
     gptq_block_size: int = 128
     gptq_damp: float = 0.01
+    gptq_passthrough_max_numel: int = 65_536  # floating tensors this small stay fp16 (tiny test models: lower it)
     matrix_bits: int = 6
     embed_bits: int = 8
     matrix_clip_sigmas: float = 12.85  # SDClip k for int6 matrices
@@ -1084,6 +1085,20 @@ def muon_momentum_at(step: int, h: Hyperparameters) -> float:
     return h.muon_momentum_warmup_start + warm * (h.muon_momentum - h.muon_momentum_warmup_start)
 
 
+def span_at(progress: float, h: Hyperparameters) -> int:
+    """The attention span cap of TRAIN_SEQ_SCHEDULE at this progress (#2014): the first stage whose
+    threshold is not passed; 0 (no cap beyond the row) without a schedule."""
+    stages = seq_schedule(h)
+    return next((span for span, until in stages if progress <= until), stages[-1][0]) if stages else 0
+
+
+def rewarm_scale(step: int, changed_at: int, h: Hyperparameters) -> float:
+    """After the span changes at step s0 > 0, the LR multiplier ramps back: min(1, (step - s0 + 1) / N)."""
+    if changed_at <= 0 or h.seq_change_warmup_steps <= 0:
+        return 1.0
+    return min(1.0, (step - changed_at + 1) / h.seq_change_warmup_steps)
+
+
 def sequences_per_micro_step(h: Hyperparameters, runtime: Runtime) -> tuple[int, int]:
     """(grad_accum_steps, sequences per micro-step per rank); results do not depend on GPU count."""
     grad_accum_steps = 8 // runtime.world_size
@@ -1164,17 +1179,20 @@ def warm_up_and_restore(state: TrainState, h: Hyperparameters, runtime: Runtime,
     began = time.perf_counter()
     model_state = {k: v.detach().clone() for k, v in state.model.state_dict().items()}
     optimizer_states = [copy.deepcopy(o.state_dict()) for o in state.optimizers.all()]
+    spans = sorted({span for span, _ in seq_schedule(h)}) or [0]  # every stage's graph compiles here too
     for looping in (False, True) if h.num_loops > 0 else (False,):
         state.model.looping = looping
-        for _ in range(h.warmup_steps):
-            train_step(state, h, runtime)
+        for span in spans:
+            state.model.span = span
+            for _ in range(h.warmup_steps):
+                train_step(state, h, runtime)
     runtime.synchronize()
-    state.model.looping = False
+    state.model.looping, state.model.span = False, 0
     state.model.load_state_dict(model_state)
     for optimizer, optimizer_state in zip(state.optimizers.all(), optimizer_states):
         optimizer.load_state_dict(optimizer_state)
     state.loader.reset()
-    log.fields("warmup_done", steps=h.warmup_steps * (1 + (h.num_loops > 0)),
+    log.fields("warmup_done", steps=h.warmup_steps * (1 + (h.num_loops > 0)) * len(spans),
                warmup_time_ms=round(1000 * (time.perf_counter() - began)), compile=int(runtime.compile))
 
 
@@ -1202,13 +1220,17 @@ def train(model: GPT, h: Hyperparameters, runtime: Runtime, loader: TrainLoader,
     budget_ms = 1000.0 * (h.max_wallclock_seconds - h.gptq_reserve_seconds) if h.max_wallclock_seconds > 0 else math.inf
     runtime.synchronize()
     start = time.perf_counter()
-    elapsed_ms, step = 0.0, 0
+    elapsed_ms, step, span_changed_at = 0.0, 0, 0
+    model.span = span_at(0.0, h)
     while step < h.iterations:
         progress = max(step / h.iterations, elapsed_ms / budget_ms)
         if not model.looping and h.num_loops > 0 and progress >= h.enable_looping_at:
             model.looping = True
             log.fields("looping_enabled", step=step, train_time_ms=round(elapsed_ms))
-        state.optimizers.set_lr_scale(lr_scale(progress, h))
+        if span_at(progress, h) != model.span:
+            model.span, span_changed_at = span_at(progress, h), step
+            log.fields("span_changed", step=step, span=model.span, train_time_ms=round(elapsed_ms))
+        state.optimizers.set_lr_scale(lr_scale(progress, h) * rewarm_scale(step, span_changed_at, h))
         state.optimizers.set_muon_momentum(muon_momentum_at(step, h))
         loss = train_step(state, h, runtime)
         ema.update(model)
@@ -1228,6 +1250,7 @@ def train(model: GPT, h: Hyperparameters, runtime: Runtime, loader: TrainLoader,
         if stop:
             break
     ema.apply_to(model)
+    model.span = 0
     peak_mib = torch.cuda.max_memory_allocated() / 2**20 if runtime.is_cuda else 0.0
     log.fields("train_done", steps=step, train_time_ms=round(elapsed_ms), peak_memory_mib=round(peak_mib))
     return {"steps": step, "train_time_ms": elapsed_ms}
@@ -1242,7 +1265,6 @@ def train(model: GPT, h: Hyperparameters, runtime: Runtime, loader: TrainLoader,
 # -----------------------------------------------------------------------------
 
 EMBEDDING_KEY = "tok_emb.weight"
-SMALL_TENSOR_MAX_NUMEL = 65_536  # tensors this small (scales, gains, mixes) stay fp16
 
 
 def collect_hessians(model: nn.Module, batches: Iterator[Tensor], runtime: Runtime) -> dict[str, Tensor]:
@@ -1299,9 +1321,12 @@ def round_to_nearest(weight: Tensor, scale: Tensor, bits: int) -> Tensor:
 
 
 def gptq_quantize(weight: Tensor, hessian: Tensor, bits: int, clip_sigmas: float,
-                  block_size: int = 128, damp: float = 0.01) -> tuple[Tensor, Tensor]:
+                  block_size: int = 128, damp: float = 0.01, protected: tuple[int, int, int, Tensor] | None = None
+                  ) -> tuple[Tensor, Tensor]:
     """GPTQ of weight (rows, cols) given H (cols, cols): returns ints int8 (rows, cols) in
-    [-r, r] and fp16 scales (rows,), so that weight ≈ ints · scale[:, None]."""
+    [-r, r] and fp16 scales (rows,), so that weight ≈ ints · scale[:, None]. `protected` = (start, size, bits,
+    fp16 scale (rows,)): AWQ-lite (#1908), those input columns are rounded at their own bits and per-row
+    scale instead, and their error feeds back like any other column's."""
     max_int = 2 ** (bits - 1) - 1
     scale = sdclip_scale(weight, bits, clip_sigmas)
     row_scale = scale.float()[:, None].to(hessian.device)  # (rows, 1), the exact fp16 values
@@ -1320,6 +1345,13 @@ def gptq_quantize(weight: Tensor, hessian: Tensor, bits: int, clip_sigmas: float
     U = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H.double())), upper=True).to(H.dtype)
     ints = torch.zeros_like(W)
     cols = W.shape[1]
+    rounding = [(row_scale, max_int)] * cols  # per (permuted) column: the scale and range it rounds to
+    if protected is not None:
+        first, size, high_bits, high_scale = protected
+        high = (high_scale.float()[:, None].to(hessian.device), 2 ** (high_bits - 1) - 1)
+        for position, column_index in enumerate(order.tolist()):
+            if first <= column_index < first + size:
+                rounding[position] = high
     for start in range(0, cols, block_size):
         end = min(start + block_size, cols)
         block = W[:, start:end].clone()  # (rows, width), updated in place as columns are rounded
@@ -1327,9 +1359,10 @@ def gptq_quantize(weight: Tensor, hessian: Tensor, bits: int, clip_sigmas: float
         U_block = U[start:end, start:end]
         for i in range(end - start):
             column = block[:, i:i + 1]  # (rows, 1)
-            q = torch.clamp(torch.round(column / row_scale), -max_int, max_int)
+            column_scale, column_max = rounding[start + i]
+            q = torch.clamp(torch.round(column / column_scale), -column_max, column_max)
             ints[:, start + i:start + i + 1] = q
-            error = (column - q * row_scale) / U_block[i, i]
+            error = (column - q * column_scale) / U_block[i, i]
             block[:, i:] -= error * U_block[i:i + 1, i:]  # (rows, 1) x (1, width - i)
             errors[:, i:i + 1] = error
         W[:, end:] -= errors @ U[start:end, end:]  # the block's errors onto all later columns
@@ -1338,18 +1371,53 @@ def gptq_quantize(weight: Tensor, hessian: Tensor, bits: int, clip_sigmas: float
     return ints.to(torch.int8), scale
 
 
+def quantization_plan(name: str, h: Hyperparameters) -> tuple[int, float]:
+    """(bits, SDClip k) of a GPTQ'd matrix by its name: the embedding at EMBED_BITS / EMBED_CLIP_SIGMAS; MLP and
+    attention matrices at MATRIX_BITS with their group's k (#1586), MATRIX_CLIP_SIGMAS where that is 0."""
+    if name == EMBEDDING_KEY:
+        return h.embed_bits, h.embed_clip_sigmas
+    if ".mlp." in name and h.mlp_clip_sigmas > 0:
+        return h.matrix_bits, h.mlp_clip_sigmas
+    if ".attn." in name and h.attn_clip_sigmas > 0:
+        return h.matrix_bits, h.attn_clip_sigmas
+    return h.matrix_bits, h.matrix_clip_sigmas
+
+
+GATE_INT8_NUMEL = (32, 8192)  # the quant-gate's range of gate sizes (#1736; #1787 lowered the floor to 32)
+
+
+def is_quant_gate(name: str, tensor: Tensor, h: Hyperparameters) -> bool:
+    return (h.gated_attn_quant_gate and name.endswith("attn_gate_w")
+            and GATE_INT8_NUMEL[0] <= tensor.numel() <= GATE_INT8_NUMEL[1])
+
+
+def int8_rows(weight: Tensor) -> tuple[Tensor, Tensor]:
+    """Symmetric int8 per row (the quant-gate, #1736): s = fp16(max|row| / 127), q = round(w / s) in ±127."""
+    scale = (weight.float().abs().amax(dim=1) / 127).clamp_min(torch.finfo(torch.float16).tiny).to(torch.float16)
+    return round_with_scale(weight, scale, 127), scale
+
+
+def round_with_scale(weight: Tensor, scale: Tensor, max_int: int) -> Tensor:
+    return torch.clamp(torch.round(weight.float() / scale.float()[:, None]), -max_int, max_int).to(torch.int8)
+
+
 def quantize_state_dict(state_dict: Mapping[str, Tensor], hessians: Mapping[str, Tensor],
-                        h: Hyperparameters) -> dict[str, dict]:
+                        h: Hyperparameters, protected: Mapping[str, int] | None = None) -> dict[str, dict]:
     """name -> entry, in state_dict order. Entries: {"kind": "int", "q": int8, "scale": fp16}
-    (GPTQ: `tok_emb.weight` at EMBED_BITS, other matrices at MATRIX_BITS), {"kind": "fp16",
-    "data"} for floating tensors of <= SMALL_TENSOR_MAX_NUMEL elements, {"kind": "raw", "data"}
-    for non-floating tensors (kept exactly). All tensors of the result are on the CPU."""
+    (GPTQ at quantization_plan's bits and k; with the quant-gate, attention gates as int8 rows), {"kind":
+    "fp16", "data"} for floating tensors of <= GPTQ_PASSTHROUGH_MAX_NUMEL elements, {"kind": "raw", "data"}
+    for non-floating tensors (kept exactly). `protected` (name -> first column, from awq_lite_select) adds
+    "awq_start", "awq_size" (int16) and "awq_scale" (fp16 rows) to those entries. All tensors on the CPU."""
     quantized: dict[str, dict] = {}
+    protected = protected or {}
     for name, tensor in state_dict.items():
         tensor = tensor.detach()
         if not tensor.is_floating_point():
             quantized[name] = {"kind": "raw", "data": tensor.cpu().clone()}
-        elif tensor.numel() <= SMALL_TENSOR_MAX_NUMEL:
+        elif is_quant_gate(name, tensor, h):
+            ints, scale = int8_rows(tensor.cpu())
+            quantized[name] = {"kind": "int", "q": ints, "scale": scale}
+        elif tensor.numel() <= h.gptq_passthrough_max_numel:
             quantized[name] = {"kind": "fp16", "data": tensor.to("cpu", torch.float16)}
         elif tensor.ndim != 2:
             raise ValueError(f"{name}: {tuple(tensor.shape)} has {tensor.numel()} elements but is not a matrix; "
@@ -1358,26 +1426,115 @@ def quantize_state_dict(state_dict: Mapping[str, Tensor], hessians: Mapping[str,
             raise ValueError(f"{name}: matrix {tuple(tensor.shape)} has no Hessian (collect_hessians hooks every "
                              f"nn.Linear and model.final_norm for {EMBEDDING_KEY})")
         else:
-            is_embedding = name == EMBEDDING_KEY
-            ints, scale = gptq_quantize(tensor, hessians[name], bits=h.embed_bits if is_embedding else h.matrix_bits,
-                                        clip_sigmas=h.embed_clip_sigmas if is_embedding else h.matrix_clip_sigmas,
-                                        block_size=h.gptq_block_size, damp=h.gptq_damp)
-            quantized[name] = {"kind": "int", "q": ints.cpu(), "scale": scale.cpu()}
+            bits, clip_sigmas = quantization_plan(name, h)
+            extra, guard = {}, None
+            if name in protected:
+                high_scale = sdclip_scale(tensor, h.awq_lite_bits, clip_sigmas)
+                guard = (protected[name], h.awq_lite_group_size, h.awq_lite_bits, high_scale)
+                extra = {"awq_start": torch.tensor([protected[name]], dtype=torch.int16),
+                         "awq_size": torch.tensor([h.awq_lite_group_size], dtype=torch.int16),
+                         "awq_scale": high_scale.cpu()}
+            ints, scale = gptq_quantize(tensor, hessians[name], bits=bits, clip_sigmas=clip_sigmas,
+                                        block_size=h.gptq_block_size, damp=h.gptq_damp, protected=guard)
+            quantized[name] = {"kind": "int", "q": ints.cpu(), "scale": scale.cpu(), **extra}
     return quantized
+
+
+def dequantize_int(entry: Mapping[str, Tensor]) -> Tensor:
+    """q · scale per row (fp32); AWQ-lite's protected columns at their own scale; plus LQER's A·B."""
+    weight = entry["q"].float() * entry["scale"].float()[:, None]
+    if "awq_start" in entry:
+        first, size = int(entry["awq_start"][0]), int(entry["awq_size"][0])
+        weight[:, first:first + size] = entry["q"][:, first:first + size].float() * entry["awq_scale"].float()[:, None]
+    if "lqer_a" in entry:
+        a = entry["lqer_a"].float() * entry["lqer_a_scale"].float()
+        groups = entry["lqer_b_scale"].numel()
+        b = (entry["lqer_b"].float().view(groups, -1) * entry["lqer_b_scale"].float()[:, None]).view_as(entry["lqer_b"])
+        weight = weight + a @ b
+    return weight
 
 
 def dequantize_state_dict(quantized: Mapping[str, dict]) -> dict[str, Tensor]:
     """Inverse of quantize_state_dict up to rounding: fp32 for floating tensors (int entries:
-    q · scale exactly), the original dtype for raw entries; same keys and shapes."""
+    q · scale exactly, with dequantize_int's AWQ-lite and LQER terms), the original dtype for raw entries."""
     state_dict = {}
     for name, entry in quantized.items():
         if entry["kind"] == "int":
-            state_dict[name] = entry["q"].float() * entry["scale"].float()[:, None]
+            state_dict[name] = dequantize_int(entry)
         elif entry["kind"] == "fp16":
             state_dict[name] = entry["data"].float()
         else:
             state_dict[name] = entry["data"].clone()
     return state_dict
+
+
+def awq_lite_select(state_dict: Mapping[str, Tensor], hessians: Mapping[str, Tensor],
+                    h: Hyperparameters) -> dict[str, int]:
+    """AWQ-lite's choice (#1908), before GPTQ: of every group of AWQ_LITE_GROUP_SIZE consecutive input columns
+    of every GPTQ'd matrix over GPTQ_PASSTHROUGH_MAX_NUMEL elements and under AWQ_LITE_BITS, the
+    AWQ_LITE_GROUP_TOP_K (one: one group in the whole model) with the largest Σ_j rms_j · mean_i |W_ij|, where
+    rms_j = √H_jj is the input's RMS (H = E[xᵀx]). Returns {name: first column}; a matrix holds one group."""
+    size, scored = h.awq_lite_group_size, []
+    for name in sorted(hessians):
+        weight = state_dict.get(name)
+        if (weight is None or weight.numel() <= h.gptq_passthrough_max_numel
+                or quantization_plan(name, h)[0] >= h.awq_lite_bits):
+            continue
+        rms = torch.diagonal(hessians[name]).float().clamp_min(0).sqrt().cpu()
+        column_score = rms * weight.detach().float().abs().mean(dim=0).cpu()  # (cols,)
+        groups = column_score.size(0) // size
+        for first, score in enumerate(column_score[:groups * size].view(groups, size).sum(1).tolist()):
+            scored.append((-score, name, first * size))
+    chosen: dict[str, int] = {}
+    for _, name, first in sorted(scored):  # ties: by name, then column: deterministic
+        if len(chosen) == h.awq_lite_group_top_k:
+            break
+        chosen.setdefault(name, first)
+    return chosen
+
+
+def lqer_pack(error: Tensor, rank: int, group: int) -> dict[str, Tensor]:
+    """LQER asymmetric (#1797): E ≈ A·B from the top `rank` singular triplets (A = U·S, B = Vᵀ), A as int2 per
+    matrix in [-2, 1] (scale max|A|/1.5: +2 clips to +1 by design), B as int4 in [-8, 7] per group of `group`
+    consecutive elements (scale max|group|/7.5), scales fp16."""
+    U, S, Vh = torch.linalg.svd(error.float(), full_matrices=False)
+    a, b = U[:, :rank] * S[:rank], Vh[:rank]
+    tiny = torch.finfo(torch.float16).tiny
+    a_scale = (a.abs().max() / 1.5).clamp_min(tiny).to(torch.float16).view(1)
+    b_groups = b.reshape(-1, group)
+    b_scale = (b_groups.abs().amax(dim=1) / 7.5).clamp_min(tiny).to(torch.float16)
+    return {"lqer_a": torch.clamp(torch.round(a / a_scale.float()), -2, 1).to(torch.int8), "lqer_a_scale": a_scale,
+            "lqer_b": torch.clamp(torch.round(b_groups / b_scale.float()[:, None]), -8, 7).to(torch.int8).view_as(b),
+            "lqer_b_scale": b_scale}
+
+
+def lqer_correct(quantized: dict[str, dict], state_dict: Mapping[str, Tensor], hessians: Mapping[str, Tensor],
+                 h: Hyperparameters) -> list[str]:
+    """After GPTQ (and AWQ-lite): the LQER_TOP_K GPTQ'd matrices with the largest ‖W - Ŵ‖_F get a rank-LQER_RANK
+    correction of their error (lqer_pack), added to their entries; matrices whose B does not split into
+    groups are passed over. Returns the chosen names, largest error first."""
+    errors = []
+    for name in sorted(hessians):
+        entry = quantized.get(name)
+        if entry is None or entry["kind"] != "int" or (h.lqer_rank * entry["q"].size(1)) % h.lqer_asym_group:
+            continue
+        error = state_dict[name].detach().float().cpu() - dequantize_int(entry)
+        errors.append((-float(torch.linalg.norm(error)), name, error))
+    chosen = [(name, error) for _, name, error in sorted(errors, key=lambda item: item[:2])[:h.lqer_top_k]]
+    for name, error in chosen:
+        quantized[name].update(lqer_pack(error, h.lqer_rank, h.lqer_asym_group))
+    return [name for name, _ in chosen]
+
+
+def quantize_model(state_dict: Mapping[str, Tensor], hessians: Mapping[str, Tensor],
+                   h: Hyperparameters) -> tuple[dict[str, dict], dict]:
+    """The recipe's quantization: AWQ-lite's group (before), GPTQ, LQER's corrections (after). Returns the
+    quantized dict and what was chosen, for the log."""
+    protected = awq_lite_select(state_dict, hessians, h) if h.awq_lite_enabled else {}
+    quantized = quantize_state_dict(state_dict, hessians, h, protected)
+    corrected = lqer_correct(quantized, state_dict, hessians, h) if h.lqer_enabled else []
+    return quantized, {"awq_groups": ",".join(f"{n}@{c}" for n, c in protected.items()) or "none",
+                       "lqer_tensors": ",".join(corrected) or "none"}
 
 
 # -----------------------------------------------------------------------------
@@ -1478,6 +1635,160 @@ def deserialize_quantized(blob: bytes) -> dict[str, dict]:
     if offset != len(payload):
         raise ValueError(f"corrupt artifact: {len(payload)} payload bytes, the header describes {offset}")
     return quantized
+
+
+# The per-group codec (COMPRESSOR=pergroup, #1855): the int codes of the seven kinds of matrix go to seven
+# streams, each compressed by the lrzip program (ZPAQ, level 9), the rest (scales, small tensors, LQER and
+# AWQ fields, the row orders) through serialize_quantized. Rows of the "hot" kinds are first chained by L1
+# similarity, and every matrix is stored transposed (column-major), so neighbouring bytes are alike.
+PERGROUP_MAGIC = b"PGRP"
+PERGROUP_KINDS = (EMBEDDING_KEY, ".attn.k.weight", ".attn.q.weight", ".attn.v.weight", ".attn.proj.weight",
+                  ".mlp.fc.weight", ".mlp.proj.weight")
+PERGROUP_SORTED = (EMBEDDING_KEY, ".attn.q.weight", ".mlp.fc.weight")  # row-sorted before transposing
+
+
+def pergroup_kind(name: str, entry: Mapping) -> int | None:
+    if entry["kind"] != "int" or entry["q"].ndim != 2:
+        return None
+    return next((i for i, kind in enumerate(PERGROUP_KINDS) if name == kind or name.endswith(kind)), None)
+
+
+def similarity_order(rows: Tensor) -> Tensor:
+    """Greedy nearest-neighbour chain over the rows of an int matrix: start at row 0, then repeatedly the
+    unused row nearest (L1) to the last one, ties to the lowest index. O(rows²·cols); int16 permutation."""
+    values = rows.to(torch.int32)
+    used = torch.zeros(values.size(0), dtype=torch.bool)
+    order, current = [0], 0
+    used[0] = True
+    for _ in range(values.size(0) - 1):
+        distance = (values - values[current]).abs().sum(1).masked_fill(used, torch.iinfo(torch.int32).max)
+        current = int(torch.argmin(distance))  # the first minimum: the lowest index
+        used[current] = True
+        order.append(current)
+    return torch.tensor(order, dtype=torch.int16)
+
+
+def lrzip(data: bytes, decompress: bool = False) -> bytes:
+    """The lrzip program on a temporary file (ZPAQ level 9 to compress); its absence is checked at start."""
+    import subprocess
+
+    with tempfile.TemporaryDirectory() as folder:
+        source = Path(folder) / ("blob.lrz" if decompress else "blob")
+        source.write_bytes(data)
+        target = Path(folder) / ("out" if decompress else "blob.lrz")
+        flags = ["-d"] if decompress else ["-z", "-L", "9"]
+        subprocess.run(["lrzip", "-q", "-f", *flags, "-o", str(target), str(source)], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        return target.read_bytes()
+
+
+def serialize_pergroup(quantized: Mapping[str, dict]) -> bytes:
+    """PGRP, uint32 stream count, uint32 lengths, then 7 lrzip group streams and the remainder (brotli)."""
+    groups: list[list[bytes]] = [[] for _ in PERGROUP_KINDS]
+    remainder = {}
+    for name, entry in quantized.items():
+        kind = pergroup_kind(name, entry)
+        if kind is None:
+            remainder[name] = entry
+            continue
+        q, rest = entry["q"], {k: v for k, v in entry.items() if k != "q"}
+        rest["q_shape"] = torch.tensor(q.shape, dtype=torch.int32)
+        if PERGROUP_KINDS[kind] in PERGROUP_SORTED:
+            rest["row_order"] = similarity_order(q)
+            q = q[rest["row_order"].long()]
+        groups[kind].append(q.T.contiguous().numpy().tobytes())
+        remainder[name] = rest
+    streams = [lrzip(b"".join(parts)) if parts else b"" for parts in groups] + [serialize_quantized(remainder)]
+    return PERGROUP_MAGIC + struct.pack(f"<I{len(streams)}I", len(streams), *map(len, streams)) + b"".join(streams)
+
+
+def deserialize_pergroup(blob: bytes) -> dict[str, dict]:
+    from concurrent.futures import ThreadPoolExecutor
+
+    (count,) = struct.unpack_from("<I", blob, 4)
+    lengths = struct.unpack_from(f"<{count}I", blob, 8)
+    offsets = np.cumsum((8 + 4 * count,) + lengths)
+    streams = [blob[offsets[i]:offsets[i + 1]] for i in range(count)]
+    with ThreadPoolExecutor(len(PERGROUP_KINDS)) as pool:
+        groups = list(pool.map(lambda data: lrzip(data, decompress=True) if data else b"", streams[:-1]))
+    cursors = [0] * len(groups)
+    quantized = {}
+    for name, entry in deserialize_quantized(streams[-1]).items():
+        if "q_shape" in entry:
+            rows, cols = entry.pop("q_shape").tolist()
+            kind = pergroup_kind(name, {"kind": "int", "q": torch.empty(0, 0)})
+            data = groups[kind][cursors[kind]:cursors[kind] + rows * cols]
+            cursors[kind] += rows * cols
+            q = torch.from_numpy(np.frombuffer(data, dtype=np.int8).copy()).view(cols, rows).T.contiguous()
+            if "row_order" in entry:
+                restored = torch.empty_like(q)
+                restored[entry.pop("row_order").long()] = q
+                q = restored
+            entry = {"kind": entry.pop("kind"), "q": q, **entry}
+        quantized[name] = entry
+    return quantized
+
+
+def serializer(h: Hyperparameters) -> Callable[[Mapping[str, dict]], bytes]:
+    return serialize_pergroup if h.compressor == "pergroup" else serialize_quantized
+
+
+def deserialize_artifact(blob: bytes) -> dict[str, dict]:
+    """Either codec, told apart by the pergroup container's magic (a brotli stream never starts with it)."""
+    return deserialize_pergroup(blob) if blob[:4] == PERGROUP_MAGIC else deserialize_quantized(blob)
+
+
+def output_error(entry: Mapping[str, Tensor], weight: Tensor, hessian: Tensor) -> float:
+    """GPTQ's objective for one matrix: tr((Ŵ - W) H (Ŵ - W)ᵀ), the squared error of the layer's output."""
+    error = dequantize_int(entry) - weight
+    return float(((error @ hessian) * error).sum())
+
+
+def fit_to_limit(quantized: dict[str, dict], state_dict: Mapping[str, Tensor], hessians: Mapping[str, Tensor],
+                 budget_bytes: int, serialize: Callable[[Mapping[str, dict]], bytes]) -> tuple[bytes, dict]:
+    """The artifact within its byte budget, whatever the weights: if the blob is over, move GPTQ'd codes one
+    unit towards zero (smaller codes compress better), those that add the least output error first: for a
+    change δ of Ŵ_ij the error grows by 2δ((Ŵ - W)H)_ij + δ²H_jj. n changes at once, n from the excess and
+    doubling until it fits; ties to the lower flat index, so the result is deterministic. Returns the blob
+    and, when a fit ran, the output error before and after. Entries are changed in place."""
+    blob = serialize(quantized)
+    if len(blob) <= budget_bytes:
+        return blob, {}
+    names = [n for n, e in quantized.items() if e["kind"] == "int" and n in hessians]
+    weights = {n: state_dict[n].detach().float().cpu() for n in names}
+    H = {n: hessians[n].detach().float().cpu() for n in names}
+    costs = []
+    for name in names:
+        entry = quantized[name]
+        q, scale = entry["q"].float(), entry["scale"].float()[:, None]
+        delta = -torch.sign(q) * scale  # (rows, cols): the step of each code towards zero
+        cost = 2 * delta * ((dequantize_int(entry) - weights[name]) @ H[name]) + delta.square() * torch.diagonal(H[name])
+        cost = cost.masked_fill(q == 0, math.inf)
+        if "awq_start" in entry:  # the protected group keeps its codes
+            first, size = int(entry["awq_start"][0]), int(entry["awq_size"][0])
+            cost[:, first:first + size] = math.inf
+        costs.append(cost.flatten())
+    before = sum(output_error(quantized[n], weights[n], H[n]) for n in names)
+    costs = torch.cat(costs)
+    order = torch.argsort(costs, stable=True)
+    available = int(torch.isfinite(costs).sum())
+    sizes = [quantized[n]["q"].numel() for n in names]
+    original = {n: quantized[n]["q"].clone() for n in names}
+    changes = min(available, 16 * (len(blob) - budget_bytes))
+    while True:
+        picked = torch.zeros(costs.numel(), dtype=torch.bool)
+        picked[order[:changes]] = True
+        for name, mask in zip(names, picked.split(sizes)):
+            q = original[name]
+            quantized[name]["q"] = (q - torch.sign(q) * mask.view_as(q)).to(torch.int8)
+        blob = serialize(quantized)
+        if len(blob) <= budget_bytes:
+            after = sum(output_error(quantized[n], weights[n], H[n]) for n in names)
+            return blob, {"fit_changes": changes, "fit_output_error_before": before, "fit_output_error_after": after,
+                          "fit_error_increase_pct": 100.0 * (after - before) / max(before, 1e-30)}
+        if changes == available:
+            raise ValueError(f"the artifact cannot fit {budget_bytes} bytes even with every code moved")
+        changes = min(available, 2 * changes)
 
 
 def write_atomic(path: str | Path, data: bytes) -> None:
@@ -2835,6 +3146,16 @@ def check_runtime_packages(packed: bool) -> None:
                           f"`pip install -r requirements.txt` (it leaves PyTorch alone)")
 
 
+def check_compressor(h: Hyperparameters) -> None:
+    """COMPRESSOR=pergroup runs the lrzip program to write and to read the artifact: fail now, not after
+    training, where it is missing (run.sh installs it with the system's package manager where it can)."""
+    import shutil
+
+    if h.compressor == "pergroup" and shutil.which("lrzip") is None:
+        raise RuntimeError("COMPRESSOR=pergroup needs the lrzip program (apt-get install lrzip), "
+                           "or set COMPRESSOR=brotli (about 280 KB larger)")
+
+
 def log_header(h: Hyperparameters, runtime: Runtime, log: Logger) -> None:
     source = Path(__file__)
     log.fields(code_sha256=hashlib.sha256(source.read_bytes()).hexdigest(), source=source.name)
@@ -2872,12 +3193,19 @@ def quantize_and_pack(model: GPT, loader: TrainLoader, h: Hyperparameters, runti
     hessians = collect_hessians(model, calibration_batches(loader, h, runtime), runtime)
     timings = {}
     if runtime.is_main:
-        quantized = quantize_state_dict(model.state_dict(), hessians, h)
+        state_dict = model.state_dict()
+        quantized, chosen = quantize_model(state_dict, hessians, h)
         runtime.synchronize()
         timings["gptq_time_ms"] = round(1000 * (time.perf_counter() - start))
         serialize_start = time.perf_counter()
-        write_atomic(h.artifact_path, serialize_quantized(quantized))
+        blob, fit = fit_to_limit(quantized, state_dict, hessians, h.artifact_limit_bytes - code_bytes,
+                                 serializer(h))
+        write_atomic(h.artifact_path, blob)
         timings["serialize_time_ms"] = round(1000 * (time.perf_counter() - serialize_start))
+        if h.awq_lite_enabled or h.lqer_enabled:
+            log.fields("quantization", **chosen)
+        if fit:
+            log.fields("artifact_fit", **fit)
     runtime.barrier()
     accounting = artifact_accounting(code_bytes, Path(h.artifact_path).stat().st_size, h.artifact_limit_bytes)
     log_accounting(log, accounting, **timings)
@@ -2894,7 +3222,7 @@ def log_accounting(log: Logger, accounting: dict, **extra) -> None:
 
 def load_artifact_model(h: Hyperparameters, runtime: Runtime) -> GPT:
     """Rebuild the model from the artifact file alone, looping on, as evaluation must."""
-    quantized = deserialize_quantized(Path(h.artifact_path).read_bytes())
+    quantized = deserialize_artifact(Path(h.artifact_path).read_bytes())
     model = place_model(GPT(h), runtime)
     model.load_state_dict(dequantize_state_dict(quantized))
     model.looping = h.num_loops > 0
@@ -2950,6 +3278,7 @@ def log_budget(log: Logger, phases: dict[str, float], scored: str) -> dict[str, 
 def run(h: Hyperparameters, runtime: Runtime, log: Logger) -> None:
     packed = Path(__file__).read_bytes().startswith(PACKED_MARKER.encode())
     check_runtime_packages(packed)
+    check_compressor(h)
     log_header(h, runtime, log)
     code_bytes = code_bytes_of(Path(__file__))  # now, not after training: it needs python-minifier
     torch.manual_seed(h.seed)  # same seed on every rank: identical initial weights
