@@ -234,11 +234,19 @@ def test_packed_train_gpt_execs_and_is_counted(tmp_path):
     assert tg.code_bytes_of(path) == path.stat().st_size == len(packed)
 
 
-def test_packed_train_gpt_fits_its_byte_budget():
+# Code bytes each recipe may ship: its record's (#1855 shipped 31,999 bytes; the pr1874 and best recipes
+# must not exceed it). One file serves every recipe, so one packed copy, held to the smallest budget.
+PACKED_BUDGET_BYTES = {"pr1493": 31_999, "pr1874": 31_999, "pr1855": 31_999, "best": 31_999}
+
+
+@pytest.mark.parametrize("recipe", sorted(PACKED_BUDGET_BYTES))
+def test_packed_train_gpt_fits_its_byte_budget(recipe):
     """The script's bytes count toward the 16,000,000-byte cap: the shipped copy stays small enough to
-    leave the weights room (the published copy was 16,594 bytes; ours budgets 22,000)."""
+    leave the weights room (the artifact-fit guard makes up the rest: see fit_to_limit)."""
+    assert set(PACKED_BUDGET_BYTES) == set(tg.RECIPES)
     packed_bytes = tg.code_bytes_of(TRAIN_GPT_PATH)
-    assert packed_bytes <= 22_000, f"packed train_gpt.py is {packed_bytes:,} bytes, over its 22,000-byte budget"
+    budget = PACKED_BUDGET_BYTES[recipe]
+    assert packed_bytes <= budget, f"packed train_gpt.py is {packed_bytes:,} bytes, over {recipe}'s {budget:,}"
 
 
 def test_artifact_accounting_sums_and_boundary():
