@@ -1,18 +1,21 @@
 """Parameter Golf: train, quantize, pack and evaluate a 16 MB language model in one file.
 
 Launch: `torchrun --standalone --nproc_per_node=8 train_gpt.py` (every knob an environment
-variable; the defaults reproduce the published record stack). A guide for readers: about 3,000
-lines at most (records ship the packed copy, so comments and docstrings cost nothing there).
+variable; the defaults reproduce the published record stack; RECIPE picks a later record's preset).
+A guide for readers: about 4,500 lines at most (records ship the packed copy, so comments and
+docstrings cost nothing there).
 
 Contents (the order a run executes them; `grep -n '^# [A-Z]' train_gpt.py`):
-  HYPERPARAMETERS  the frozen config dataclass, parsed from the environment
+  HYPERPARAMETERS  the frozen config dataclass, parsed from the environment; the RECIPES presets
   DEVICE           device, dtype, backend and distributed set-up in one helper
   DATA             shard format, the shuffled training loader, the validation stream
-  MODEL            11 layers, depth recurrence, parallel residuals, XSA, U-Net skips
-  OPTIMIZER        MuonEq-R for matrices, AdamW for the embedding and control tensors
-  TRAINING         wall-clock schedule, warm-up and restore, EMA
-  GPTQ             Hessians, GPTQ with SDClip, int6/int8
-  ARTIFACT         byte-shuffle + brotli, atomic writes, code bytes of the packed copy
+  MODEL            11 layers, depth recurrence, parallel residuals (one or two lanes), XSA, U-Net
+                   skips, SmearGate, attention gates, document-masked attention
+  OPTIMIZER        MuonEq-R (Jordan or Polar Express Newton-Schulz), AdamW for the rest
+  TRAINING         wall-clock schedule, MIN_LR floor, progressive context, warm-up and restore, EMA
+  GPTQ             Hessians, GPTQ with SDClip, per-group sigmas, quant-gate, AWQ-lite, LQER
+  ARTIFACT         byte-shuffle + brotli or the per-group lrzip codec, the fit guard, atomic
+                   writes, code bytes of the packed copy
   EVALUATION       BPB tables, plain / sliding / score-first TTT evaluation
   DUALCLOCK        causal PPM experts mixed with the network at evaluation time
   MAIN             the orchestrator
