@@ -375,3 +375,60 @@ def test_optimizer_levers_reach_the_optimizers_and_the_schedule():
     assert tg.lr_scale(0.915, h) == pytest.approx(0.1) and tg.lr_scale(0.99, h) == 0.1 and tg.lr_scale(1.0, h) == 0.1
     base = tg.Hyperparameters.from_env({})
     assert tg.lr_scale(1.0, base) == 0.0 and tg.lr_scale(0.64, base) == pytest.approx(0.5)
+
+
+@pytest.mark.slow
+def test_compiled_best_training_and_eval_graphs_match_eager():
+    """torch.compile of the plain form (no speed-only kernels): the best recipe's loss, gradients and
+    hidden states, document mask and span cap included, equal eager."""
+    torch._dynamo.reset()
+    h = recipe_hparams("best")
+    model = perturbed_model(h)
+    model.looping, model.span = True, 16
+    ids = tokens_with_documents(h, length=33)
+    eager = model.loss(ids[:, :-1], ids[:, 1:])
+    eager.backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    compiled = torch.compile(model.loss, fullgraph=True, backend="inductor")(ids[:, :-1], ids[:, 1:])
+    compiled.backward()
+    assert torch.allclose(eager, compiled, atol=1e-5)
+    for a, p in zip(grads, model.parameters()):
+        assert torch.allclose(a, p.grad, atol=1e-5)
+    with torch.no_grad():
+        hidden = torch.compile(model.hidden, fullgraph=True, backend="inductor")(ids)
+        assert torch.allclose(hidden, model.hidden(ids), atol=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not (torch.cuda.is_available() and tg.HAS_FA3), reason="needs CUDA and FlashAttention-3")
+def test_flash_attention_3_varlen_equals_the_masked_reference():
+    torch.manual_seed(0)
+    ids = torch.randint(2, 100, (3, 256), device="cuda")
+    ids[0, [17, 100]] = tg.BOS_ID
+    ids[2, 200] = tg.BOS_ID
+    segments = tg.document_segments(ids, span=64)
+    q = torch.randn(3, 256, 8, 64, device="cuda", dtype=torch.bfloat16)
+    k, v = (torch.randn(3, 256, 4, 64, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    fast = tg.causal_attention(q, k, v, "fa3", segments)
+    masked = tg.causal_attention(q.float(), k.float(), v.float(), "sdpa", segments)
+    assert torch.allclose(fast.float(), masked, atol=2e-2)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_best_recipe_compiled_on_cuda_matches_eager_fp32():
+    """The GPU path of the best recipe (bf16 autocast, FA3 varlen where present, torch.compile) against
+    the fp32 eager model with the same weights."""
+    h = recipe_hparams("best")
+    model = perturbed_model(h).cuda()
+    model.looping, model.span = True, 16
+    if tg.HAS_FA3:
+        model.set_attention_impl("fa3")
+    ids = tokens_with_documents(h, length=65).cuda()
+    with torch.no_grad():
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            fast = torch.compile(model.loss)(ids[:, :-1], ids[:, 1:])
+        model.set_attention_impl("sdpa")
+        reference = model.loss(ids[:, :-1], ids[:, 1:])
+    assert abs(fast.item() - reference.item()) < 3e-2
