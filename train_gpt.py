@@ -635,10 +635,9 @@ def segment_attention(q: Tensor, k: Tensor, v: Tensor, impl: str, segments: Tens
         flat = segments.flatten()
         starts = torch.nonzero(torch.diff(flat, prepend=flat[:1] - 1)).flatten()
         cu_seqlens = torch.cat((starts, starts.new_tensor([B * T]))).to(torch.int32)
-        max_len = int(torch.diff(cu_seqlens).max())
+        # No segment is longer than a row: T bounds max_seqlen without reading the lengths (a host sync).
         out = flash_attn_3_varlen_func(q.bfloat16().flatten(0, 1), k.bfloat16().flatten(0, 1),
-                                       v.bfloat16().flatten(0, 1), cu_seqlens, cu_seqlens, max_len, max_len,
-                                       causal=True)
+                                       v.bfloat16().flatten(0, 1), cu_seqlens, cu_seqlens, T, T, causal=True)
         return (out[0] if isinstance(out, tuple) else out).view(B, T, H, D).to(v.dtype)
     same = segments[:, :, None] == segments[:, None, :]  # (B, T, T)
     mask = (same & torch.ones(T, T, dtype=torch.bool, device=q.device).tril())[:, None]
@@ -1182,7 +1181,8 @@ def warm_up_and_restore(state: TrainState, h: Hyperparameters, runtime: Runtime,
     began = time.perf_counter()
     model_state = {k: v.detach().clone() for k, v in state.model.state_dict().items()}
     optimizer_states = [copy.deepcopy(o.state_dict()) for o in state.optimizers.all()]
-    spans = sorted({span for span, _ in seq_schedule(h)}) or [0]  # every stage's graph compiles here too
+    # With torch.compile every stage's span is its own graph: compile them all here (eager needs none).
+    spans = (sorted({span for span, _ in seq_schedule(h)}) if runtime.compile else []) or [0]
     for looping in (False, True) if h.num_loops > 0 else (False,):
         state.model.looping = looping
         for span in spans:

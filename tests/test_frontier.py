@@ -379,8 +379,8 @@ def test_optimizer_levers_reach_the_optimizers_and_the_schedule():
 
 @pytest.mark.slow
 def test_compiled_best_training_and_eval_graphs_match_eager():
-    """torch.compile of the plain form (no speed-only kernels): the best recipe's loss, gradients and
-    hidden states, document mask and span cap included, equal eager."""
+    """torch.compile of the plain form (no speed-only kernels): the best recipe's loss and gradients (the one
+    forward every path runs), document mask and span cap included, equal eager."""
     torch._dynamo.reset()
     h = recipe_hparams("best")
     model = perturbed_model(h)
@@ -395,9 +395,6 @@ def test_compiled_best_training_and_eval_graphs_match_eager():
     assert torch.allclose(eager, compiled, atol=1e-5)
     for a, p in zip(grads, model.parameters()):
         assert torch.allclose(a, p.grad, atol=1e-5)
-    with torch.no_grad():
-        hidden = torch.compile(model.hidden, fullgraph=True, backend="inductor")(ids)
-        assert torch.allclose(hidden, model.hidden(ids), atol=1e-5)
 
 
 @pytest.mark.gpu
