@@ -226,16 +226,19 @@ def test_logits_equal_the_independent_reference(recipe, looping):
     assert torch.allclose(ours_capped, ref_logits(P, h, ids, looping, span=span), atol=2e-4), recipe
 
 
-@pytest.mark.parametrize("change", [
-    {"SMEAR_GATE_ENABLED": "0"}, {"SMEAR_GATE_BOS_FIX": "0"}, {"SPARSE_ATTN_GATE_ENABLED": "0"},
-    {"SPARSE_ATTN_GATE_SCALE": "1.0"}, {"PARALLEL_LANES": "1"}, {"PARALLEL_START_LAYER": "3"},
-    {"ATTN_DOC_MASK": "0", "TRAIN_SEQ_SCHEDULE": ""}, {"GATE_WINDOW": "8"},
+@pytest.mark.parametrize("recipe, change", [
+    ("best", {"SMEAR_GATE_ENABLED": "0"}), ("best", {"SMEAR_GATE_BOS_FIX": "0"}),
+    ("best", {"SPARSE_ATTN_GATE_ENABLED": "0"}), ("best", {"SPARSE_ATTN_GATE_SCALE": "1.0"}),
+    ("best", {"PARALLEL_LANES": "1"}), ("best", {"PARALLEL_START_LAYER": "3"}),
+    ("best", {"ATTN_DOC_MASK": "0", "TRAIN_SEQ_SCHEDULE": ""}), ("best", {"GATE_WINDOW": "8"}),
+    ("pr1874", {"ATTN_OUT_GATE_ENABLED": "0"}), ("pr1874", {"ATTN_OUT_GATE_WIDTH": "12"}),
+    ("pr1874", {"SMEAR_GATE_BOS_FIX": "1"}),
 ])
-def test_the_reference_tells_each_technique_off_or_misplaced(change):
-    """The reference of `best` against a model built with one technique off or moved: the logits differ
+def test_the_reference_tells_each_technique_off_or_misplaced(recipe, change):
+    """The reference of a recipe against a model built with one technique off or moved: the logits differ
     (weights copied by name where both have them), so the equality above is a test of every technique."""
-    h = recipe_hparams("best")
-    wrong = perturbed_model(recipe_hparams("best", **change))
+    h = recipe_hparams(recipe)
+    wrong = perturbed_model(recipe_hparams(recipe, **change))
     P = {k: v.detach().float() for k, v in perturbed_model(h).named_parameters()}
     with torch.no_grad():
         for name, p in wrong.named_parameters():
@@ -429,3 +432,32 @@ def test_best_recipe_compiled_on_cuda_matches_eager_fp32():
         model.set_attention_impl("sdpa")
         reference = model.loss(ids[:, :-1], ids[:, 1:])
     assert abs(fast.item() - reference.item()) < 3e-2
+
+
+def test_progressive_context_stages_and_rewarm():
+    h = tg.Hyperparameters.from_env({"RECIPE": "best"})
+    assert [tg.span_at(p, h) for p in (0.0, 0.1, 0.1001, 0.7, 0.71, 1.0, 1.2)] == [1024, 1024, 2048, 2048, 3072,
+                                                                                   3072, 3072]
+    assert tg.span_at(0.5, tg.Hyperparameters.from_env({})) == 0  # no schedule: no cap beyond the row
+    assert tg.rewarm_scale(646, 646, h) == 1 / 32 and tg.rewarm_scale(677, 646, h) == 1.0
+    assert tg.rewarm_scale(5, 0, h) == 1.0  # the first stage starts at step 0: no re-warm
+    with pytest.raises(ValueError, match="ATTN_DOC_MASK"):
+        tg.Hyperparameters.from_env({"RECIPE": "best", "ATTN_DOC_MASK": "0"})
+    with pytest.raises(ValueError, match="at most TRAIN_SEQ_LEN"):
+        tg.Hyperparameters.from_env({"RECIPE": "best", "TRAIN_SEQ_LEN": "2048"})
+
+
+def test_the_span_cap_reaches_the_attention():
+    """With a span of 16, a token 16 or more positions into its document no longer sees the document's start."""
+    h = recipe_hparams("best")
+    model = perturbed_model(h)
+    ids = tokens_with_documents(h)[:1]  # documents start at 0, 9, 23
+    changed = ids.clone()
+    changed[0, 24:30] = (changed[0, 24:30] + 3) % h.vocab_size
+    with torch.no_grad():
+        model.span = 16
+        capped = model.hidden(ids), model.hidden(changed)
+        model.span = 0
+        free = model.hidden(ids), model.hidden(changed)
+    assert torch.allclose(capped[0][:, 39:], capped[1][:, 39:], atol=1e-6)  # 23 + 16 = 39 starts a new piece
+    assert not torch.allclose(free[0][:, 39:], free[1][:, 39:])
