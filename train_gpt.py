@@ -1397,11 +1397,7 @@ def is_quant_gate(name: str, tensor: Tensor, h: Hyperparameters) -> bool:
 def int8_rows(weight: Tensor) -> tuple[Tensor, Tensor]:
     """Symmetric int8 per row (the quant-gate, #1736): s = fp16(max|row| / 127), q = round(w / s) in ±127."""
     scale = (weight.float().abs().amax(dim=1) / 127).clamp_min(torch.finfo(torch.float16).tiny).to(torch.float16)
-    return round_with_scale(weight, scale, 127), scale
-
-
-def round_with_scale(weight: Tensor, scale: Tensor, max_int: int) -> Tensor:
-    return torch.clamp(torch.round(weight.float() / scale.float()[:, None]), -max_int, max_int).to(torch.int8)
+    return round_to_nearest(weight, scale, 8), scale
 
 
 def quantize_state_dict(state_dict: Mapping[str, Tensor], hessians: Mapping[str, Tensor],
@@ -1553,9 +1549,9 @@ ARTIFACT_VERSION = 1
 ARTIFACT_PREFIX = "<4sIII"  # magic, version, header bytes, CRC-32 of everything after the prefix
 PACKED_MARKER = "# parameter-golf packed"
 # Definitions the readable source keeps for the tools, benches and tests but a run never calls (the packer
-# itself, the shard writer, the yardsticks of attention and GPTQ, the offline replay of DualClock): the packed
+# itself, the shard writer, the attention yardstick, the offline replay of DualClock): the packed
 # copy leaves them out, and code bytes count what ships. A test checks that no run path reaches them.
-SOURCE_ONLY = ("packed_literal", "pack_source", "write_shard", "reference_attention", "round_to_nearest",
+SOURCE_ONLY = ("packed_literal", "pack_source", "write_shard", "reference_attention",
                "ppm_logprobs", "mix_logprobs", "chunk_bounds")
 # Array dtypes a blob may hold: header name -> (little-endian numpy dtype, torch dtype).
 ARRAY_DTYPES = {
