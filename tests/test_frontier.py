@@ -461,3 +461,37 @@ def test_the_span_cap_reaches_the_attention():
         free = model.hidden(ids), model.hidden(changed)
     assert torch.allclose(capped[0][:, 39:], capped[1][:, 39:], atol=1e-6)  # 23 + 16 = 39 starts a new piece
     assert not torch.allclose(free[0][:, 39:], free[1][:, 39:])
+
+
+def test_every_evaluation_and_ttt_path_runs_the_smear_gate_and_the_document_mask(monkeypatch):
+    """Scoring (plain, sliding, TTT's no-grad pass) and TTT's training steps all run SmearGate with the BOS
+    fix and the document mask: they go through the one forward, never a copy of the block."""
+    h = recipe_hparams("best", TTT_CHUNK_TOKENS="256", EVAL_STRIDE="32", VAL_BATCH_SEQS="4")
+    model = perturbed_model(h)
+    model.looping = True
+    calls = []
+    real_smear, real_segments = tg.GPT.smear, tg.document_segments
+
+    def smear(self, e, ids):
+        calls.append(("smear", torch.is_grad_enabled()))
+        return real_smear(self, e, ids)
+
+    def segments(ids, span=0):
+        calls.append(("mask", torch.is_grad_enabled()))
+        return real_segments(ids, span)
+
+    monkeypatch.setattr(tg.GPT, "smear", smear)
+    monkeypatch.setattr(tg, "document_segments", segments)
+    tokens = torch.randint(2, h.vocab_size, (8 * h.eval_seq_len + 1,))
+    tokens[::50] = tg.BOS_ID
+    runtime = tg.setup_runtime(h, {})
+    tables = tg.ByteTables(torch.full((h.vocab_size,), 2), torch.zeros(h.vocab_size, dtype=torch.bool),
+                           torch.zeros(h.vocab_size, dtype=torch.bool))
+    scorer = tg.WindowScorer(model, h, runtime)
+    for stride in (h.eval_seq_len, h.eval_stride):
+        calls.clear()
+        tg.evaluate_windows("check", scorer, tokens, tables, stride, h, runtime)
+        assert {("smear", False), ("mask", False)} == set(calls)
+    calls.clear()
+    tg.evaluate_ttt(scorer, tokens, tables, h, runtime, hooks=[])
+    assert {("smear", False), ("mask", False), ("smear", True), ("mask", True)} == set(calls)
