@@ -141,6 +141,7 @@ class Hyperparameters:
     muon_momentum_warmup_steps: int = 1500
     muon_backend_steps: int = 5
     muon_ns_coefficients: str = "jordan"  # jordan: one quintic (a, b, c) every step; polar_express: one per step (#1344)
+    muon_bf16_momentum: bool = False  # momentum and Nesterov sum in bf16, as the frontier's parameter banks (#1523)
     muon_wd: float = 0.095
     embed_wd: float = 0.085
     adam_wd: float = 0.02
@@ -292,6 +293,7 @@ FRONTIER_BASE = dict(
     parallel_lanes=2, parallel_start_layer=8,  # two lanes from layer 8 (#1529/#1530)
     smear_gate_enabled=True, attn_doc_mask=True,  # SmearGate (#1667); document-masked attention (#1530)
     muon_momentum=0.97, muon_ns_coefficients="polar_express", matrix_lr=0.026, min_lr=0.10,  # #1514, #1787, #1586
+    muon_bf16_momentum=True,  # #1523's banks
     embed_bits=7, gptq_calibration_batches=16, lqer_enabled=True,  # #1586, #1626, #1797
 )
 RECIPES: dict[str, dict] = {
@@ -967,9 +969,10 @@ class Muon(torch.optim.Optimizer):
 
     def __init__(self, params, lr: float, momentum: float, weight_decay: float, backend_steps: int,
                  runtime: Runtime | None = None, orthogonalize: Callable = newton_schulz,
-                 ns_coefficients: str = "jordan"):
+                 ns_coefficients: str = "jordan", bf16_momentum: bool = False):
         super().__init__(list(params), dict(lr=lr, momentum=momentum, weight_decay=weight_decay,
-                                            backend_steps=backend_steps, ns_coefficients=ns_coefficients))
+                                            backend_steps=backend_steps, ns_coefficients=ns_coefficients,
+                                            bf16_momentum=bf16_momentum))
         self.runtime, self.orthogonalize = runtime, orthogonalize
 
     @torch.no_grad()
@@ -985,14 +988,17 @@ class Muon(torch.optim.Optimizer):
                                device=params[0].device)
             updates = [u.view_as(p) for u, p in zip(flat.split([p.numel() for p in params]), params)]
             for i, p in enumerate(params):
-                if "momentum_buffer" not in self.state[p]:
-                    self.state[p]["momentum_buffer"] = torch.zeros_like(p)
+                if "momentum_buffer" not in self.state[p]:  # bf16 as the frontier's banked Muon keeps it (#1523)
+                    self.state[p]["momentum_buffer"] = torch.zeros_like(
+                        p, dtype=torch.bfloat16 if group["bf16_momentum"] else p.dtype)
                 buffer = self.state[p]["momentum_buffer"]
-                buffer.mul_(group["momentum"]).add_(p.grad)
+                grad = p.grad.to(buffer.dtype)
+                buffer.mul_(group["momentum"]).add_(grad)
                 if i % world_size != rank:
                     continue
-                direction = p.grad.add(buffer, alpha=group["momentum"])  # Nesterov
-                direction = direction / (direction.norm(dim=1, keepdim=True) + 1e-7)  # row equilibration
+                direction = grad.add(buffer, alpha=group["momentum"])  # Nesterov
+                unit = direction.float() / (direction.float().norm(dim=1, keepdim=True) + 1e-7)  # row equilibration
+                direction = unit.to(direction.dtype)
                 updates[i].copy_(self.orthogonalize(direction, group["backend_steps"], group["ns_coefficients"]))
             if world_size > 1:
                 dist.all_reduce(flat)
@@ -1034,7 +1040,7 @@ def build_optimizers(model: GPT, h: Hyperparameters, runtime: Runtime) -> Optimi
     controls = [p for name, p in model.named_parameters() if id(p) not in matrix_ids and name != "tok_emb.weight"]
     muon = Muon(matrices, lr=h.matrix_lr, momentum=h.muon_momentum, weight_decay=h.muon_wd,
                 backend_steps=h.muon_backend_steps, runtime=runtime, orthogonalize=maybe_compile(newton_schulz, runtime),
-                ns_coefficients=h.muon_ns_coefficients)
+                ns_coefficients=h.muon_ns_coefficients, bf16_momentum=h.muon_bf16_momentum)
     adam = torch.optim.AdamW(
         [dict(params=[model.tok_emb.weight], lr=h.tied_embed_lr, weight_decay=h.embed_wd),
          dict(params=controls, lr=h.scalar_lr, weight_decay=h.adam_wd)],

@@ -495,3 +495,26 @@ def test_every_evaluation_and_ttt_path_runs_the_smear_gate_and_the_document_mask
     calls.clear()
     tg.evaluate_ttt(scorer, tokens, tables, h, runtime, hooks=[])
     assert {("smear", False), ("mask", False), ("smear", True), ("mask", True)} == set(calls)
+
+
+def test_muon_bf16_momentum_as_the_banks_keep_it():
+    torch.manual_seed(0)
+    weight = torch.nn.Parameter(torch.randn(32, 64))
+    start = weight.detach().clone()
+    muon = tg.Muon([weight], lr=0.1, momentum=0.97, weight_decay=0.0, backend_steps=5, bf16_momentum=True)
+    grads = [torch.randn(32, 64) for _ in range(2)]
+    buffer = torch.zeros(32, 64, dtype=torch.bfloat16)
+    expected = start.clone()
+    for g in grads:
+        weight.grad = g
+        muon.step()
+        g16 = g.bfloat16()
+        buffer = buffer * 0.97 + g16
+        direction = g16.add(buffer, alpha=0.97).float()
+        unit = (direction / (direction.norm(dim=1, keepdim=True) + 1e-7)).bfloat16()
+        expected -= 0.1 * tg.newton_schulz(unit, 5).float()
+    assert muon.state[weight]["momentum_buffer"].dtype == torch.bfloat16
+    assert torch.equal(muon.state[weight]["momentum_buffer"], buffer)
+    assert torch.allclose(weight.detach(), expected, atol=1e-6)
+    assert tg.Hyperparameters.from_env({"RECIPE": "best"}).muon_bf16_momentum
+    assert not tg.Hyperparameters.from_env({}).muon_bf16_momentum
