@@ -10,14 +10,34 @@
 #
 # Extra environment variables pass through to train_gpt.py: `SEED=314 bash run.sh`.
 # The launcher's own: NPROC overrides the GPU count; TRAIN_SHARDS, how many training shards
-# the data must have (downloaded if missing); PYTHON, the interpreter. They stop here.
+# the data must have (downloaded if missing); PYTHON, the interpreter (default: the first of
+# python3, python that imports torch); CASEOPS=1, the CPU demo on CaseOps-transformed data (its own
+# tokenizer, scored by the byte sidecar). They stop here.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
-PYTHON="${PYTHON:-python}"
+
+# The interpreter that runs everything, torchrun included (`$PYTHON -m torch.distributed.run`: a
+# `torchrun` on the PATH may belong to another Python). Default: the first of python3, python that
+# imports torch; if none does, the first that exists, into which PyTorch's CPU build is installed.
+pick_python() {
+  local candidate first=""
+  for candidate in python3 python; do
+    command -v "$candidate" >/dev/null 2>&1 || continue
+    first="${first:-$candidate}"
+    if "$candidate" -c 'import torch' 2>/dev/null; then echo "$candidate"; return; fi
+  done
+  if [ -z "$first" ]; then
+    echo "run.sh: neither python3 nor python is on the PATH; set PYTHON=/path/to/python" >&2
+    exit 1
+  fi
+  echo "run.sh: no python3 or python on the PATH imports torch; using $first (set PYTHON to choose)" >&2
+  echo "$first"
+}
+PYTHON="${PYTHON:-$(pick_python)}"
 CPU_TORCH="torch==2.13.0"  # the CPU build CI and the tests pin; pods keep the PyTorch they bring
 
 usage() {
-  sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 # The GPUs PyTorch can use (CUDA_VISIBLE_DEVICES respected), not what nvidia-smi lists: a rank
@@ -50,8 +70,9 @@ run_tests() {
 # The record configuration. The dataclass defaults are the published record stack, so only
 # paths, the seed and the evaluation-time mixture are spelled out; every value can be
 # overridden from the caller's environment. A record run demands CUDA (DEVICE=cuda): if
-# PyTorch lost the GPUs, it fails instead of training on CPUs. DualClock stays off until its GPU
-# time has been measured inside the 600 s evaluation budget: DC_ENABLED=1 bash run.sh.
+# PyTorch lost the GPUs, it fails instead of training on CPUs. It runs no unscored diagnostic
+# (EVAL_DIAGNOSTICS=0): only the scored path, which must fit 600 s. DualClock stays off until its
+# GPU time has been measured inside the 600 s evaluation budget: DC_ENABLED=1 bash run.sh.
 # ----------------------------------------------------------------------------------------
 DEFAULT_DATA_PATH=./data/datasets/fineweb10B_sp8192
 CASEOPS_DATA_PATH=./data/datasets/fineweb10B_sp8192_lossless_caps_caseops_v1_reserved
@@ -63,10 +84,12 @@ choose_recipe() {
     echo "run.sh: RECIPE=$RECIPE (set by the caller)"
   elif compgen -G "$CASEOPS_DATA_PATH/fineweb_val_*.bin" >/dev/null; then
     export RECIPE=best DATA_PATH="${DATA_PATH:-$CASEOPS_DATA_PATH}"
+    export TOKENIZER_PATH="${TOKENIZER_PATH:-./data/tokenizers/fineweb_8192_bpe_lossless_caps_caseops_v1_reserved.model}"
     echo "run.sh: RECIPE=best: the CaseOps export is at $CASEOPS_DATA_PATH"
   else
     export RECIPE=pr1874
-    echo "run.sh: RECIPE=pr1874: the best recipe on SP8192 data (best needs the CaseOps export at $CASEOPS_DATA_PATH)"
+    echo "run.sh: RECIPE=pr1874: the best recipe on SP8192 data (best needs the CaseOps export at $CASEOPS_DATA_PATH:" \
+         "python data/download.py --variant caseops)"
   fi
 }
 
@@ -90,6 +113,7 @@ record_env() {
   export TOKENIZER_PATH="${TOKENIZER_PATH:-./data/tokenizers/fineweb_8192_bpe.model}"
   export SEED="${SEED:-1337}"
   export DEVICE="${DEVICE:-cuda}"
+  export EVAL_DIAGNOSTICS="${EVAL_DIAGNOSTICS:-0}"
   export DC_ENABLED="${DC_ENABLED:-0}"
 }
 
@@ -117,8 +141,8 @@ run_gpu() {
   record_env
   ensure_data
   ensure_lrzip
-  echo "run.sh: $gpus GPU(s): torchrun --standalone --nproc_per_node=$nproc train_gpt.py"
-  env -u TRAIN_SHARDS -u NPROC torchrun --standalone --nproc_per_node="$nproc" train_gpt.py
+  echo "run.sh: $gpus GPU(s): $PYTHON -m torch.distributed.run --standalone --nproc_per_node=$nproc train_gpt.py"
+  env -u TRAIN_SHARDS -u NPROC -u CASEOPS "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node="$nproc" train_gpt.py
 }
 
 # ----------------------------------------------------------------------------------------
@@ -151,9 +175,17 @@ demo_env() {
 run_cpu_demo() {
   echo "run.sh: no CUDA GPU visible to PyTorch: CPU demo of the ${RECIPE:-best} recipe on the embedded standard-library corpus"
   install_requirements
-  "$PYTHON" data/build.py --vocab-size 1024 --out data --name stdlib
+  if [ "${CASEOPS:-0}" = 1 ]; then
+    # A CaseOps build writes only into an empty folder: the demo's own output is rebuilt each time.
+    rm -rf data/datasets/stdlib_caseops_sp1024
+    "$PYTHON" data/build.py --caseops --vocab-size 1024 --out data --name stdlib_caseops
+    export DATA_PATH="${DATA_PATH:-./data/datasets/stdlib_caseops_sp1024}"
+    export TOKENIZER_PATH="${TOKENIZER_PATH:-./data/tokenizers/stdlib_caseops_1024_bpe.model}"
+  else
+    "$PYTHON" data/build.py --vocab-size 1024 --out data --name stdlib
+  fi
   demo_env
-  env -u TRAIN_SHARDS -u NPROC torchrun --standalone --nproc_per_node=2 train_gpt.py
+  env -u TRAIN_SHARDS -u NPROC -u CASEOPS "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node=2 train_gpt.py
   echo
   "$PYTHON" tools/summary.py "${LOG_DIR:-logs}/$RUN_ID.txt"
 }

@@ -57,10 +57,11 @@ try:  # FlashAttention-3 (Hopper); the SDPA path is the reference and the CPU pa
     from flash_attn_interface import flash_attn_func as flash_attn_3_func
     from flash_attn_interface import flash_attn_varlen_func as flash_attn_3_varlen_func
 
-    HAS_FA3 = True
-except ImportError:
+    FA3_ERROR = ""
+except ImportError as e:  # why it is not used, for the log header and ATTN_IMPL=fa3's error
     flash_attn_3_func = flash_attn_3_varlen_func = None
-    HAS_FA3 = False
+    FA3_ERROR = f"{e}" or "ImportError"
+HAS_FA3 = not FA3_ERROR
 
 # -----------------------------------------------------------------------------
 # HYPERPARAMETERS
@@ -92,8 +93,10 @@ class Hyperparameters:
     # Device: auto picks CUDA when present; ATTN_IMPL and COMPILE select the fast kernels.
     device: str = "auto"  # auto | cuda | cpu
     model_dtype: str = "auto"  # auto | bf16 | fp32: embedding (so residual stream) storage; auto: bf16 on CUDA, fp32 on CPU
+    model_published_numerics: bool = False  # 1: RoPE table, soft-cap and skip gate rounded in bf16 as published (docs/architecture.md)
     attn_impl: str = "auto"  # auto | fa3 | sdpa (auto: FlashAttention-3 when importable on CUDA)
     compile: bool = True  # torch.compile training, evaluation and Newton-Schulz (CUDA only)
+    dist_backend: str = "auto"  # auto (NCCL on CUDA, gloo on CPU) | gloo: on CUDA too, ranks may share a GPU (gpu_check)
     # Model (docs/architecture.md).
     vocab_size: int = 8192
     num_layers: int = 11
@@ -246,6 +249,7 @@ class Hyperparameters:
             (self.device in ("auto", "cuda", "cpu"), "DEVICE must be auto, cuda or cpu"),
             (self.model_dtype in ("auto", "bf16", "fp32"), "MODEL_DTYPE must be auto, bf16 or fp32"),
             (self.attn_impl in ("auto", "fa3", "sdpa"), "ATTN_IMPL must be auto, fa3 or sdpa"),
+            (self.dist_backend in ("auto", "gloo"), "DIST_BACKEND must be auto or gloo"),
             (self.dc_hash in ("legacy", "mixed"), "DC_HASH must be legacy or mixed"),
             (self.dc_local_reset in ("chunk", "doc", "none"), "DC_LOCAL_RESET must be chunk, doc or none"),
             (self.dc_experts in ("hashed", "sharp"), "DC_EXPERTS must be hashed or sharp"),
@@ -393,19 +397,20 @@ def setup_runtime(h: Hyperparameters, env: Mapping[str, str] | None = None) -> R
     want_cuda = h.device == "cuda" or (h.device == "auto" and torch.cuda.is_available())
     if want_cuda and not torch.cuda.is_available():
         raise RuntimeError("DEVICE=cuda but torch.cuda.is_available() is False")
-    if want_cuda and local_rank >= torch.cuda.device_count():
+    attn_impl = ("fa3" if want_cuda and HAS_FA3 else "sdpa") if h.attn_impl == "auto" else h.attn_impl
+    if attn_impl == "fa3" and not (want_cuda and HAS_FA3):
+        raise RuntimeError(f"ATTN_IMPL=fa3 needs CUDA and flash_attn_interface: {FA3_ERROR or 'no CUDA'}")
+    gloo = h.dist_backend == "gloo" or not want_cuda  # gloo over CUDA tensors: several ranks may share one GPU
+    if want_cuda and local_rank >= torch.cuda.device_count() and not gloo:
         raise RuntimeError(f"LOCAL_RANK={local_rank} but PyTorch sees {torch.cuda.device_count()} GPU(s) "
                            f"(CUDA_VISIBLE_DEVICES={env.get('CUDA_VISIBLE_DEVICES', 'unset')}): start fewer processes")
-    device = torch.device("cuda", local_rank) if want_cuda else torch.device("cpu")
+    device = torch.device("cuda", local_rank % torch.cuda.device_count()) if want_cuda else torch.device("cpu")
     if want_cuda:
         torch.cuda.set_device(device)
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     if distributed and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if want_cuda else "gloo", device_id=device if want_cuda else None)
-    attn_impl = ("fa3" if want_cuda and HAS_FA3 else "sdpa") if h.attn_impl == "auto" else h.attn_impl
-    if attn_impl == "fa3" and not (want_cuda and HAS_FA3):
-        raise RuntimeError("ATTN_IMPL=fa3 needs CUDA and the flash_attn_interface package")
+        dist.init_process_group(backend="gloo" if gloo else "nccl", device_id=None if gloo else device)
     bf16 = h.model_dtype == "bf16" or (h.model_dtype == "auto" and want_cuda)
     return Runtime(device=device, rank=rank, local_rank=local_rank, world_size=world_size, distributed=distributed,
                    model_dtype=torch.bfloat16 if bf16 else torch.float32,
@@ -498,7 +503,7 @@ def write_shard(path: str | Path, tokens: np.ndarray) -> None:
 
 
 def find_shards(data_path: str, split: str) -> list[str]:
-    paths = sorted(glob.glob(os.path.join(data_path, f"fineweb_{split}_*.bin")))
+    paths = sorted(glob.glob(os.path.join(data_path, f"fineweb_{split}_[0-9]*.bin")))  # not val_bytes_*
     if not paths:
         raise FileNotFoundError(f"no {split} shards matching {data_path}/fineweb_{split}_*.bin "
                                 f"(download with data/download.py or build with data/build.py)")
@@ -551,9 +556,9 @@ class TrainLoader:
         return host_to_device(np.stack([self._next_window() for _ in range(num_sequences)]).astype(np.int64), device)
 
 
-def load_validation_tokens(data_path: str, seq_len: int, max_tokens: int = 0) -> Tensor:
-    """All val shards concatenated, truncated to a multiple of seq_len plus one token."""
-    tokens = np.concatenate([load_shard(p, mmap=False) for p in find_shards(data_path, "val")])
+def load_validation_tokens(data_path: str, seq_len: int, max_tokens: int = 0, split: str = "val") -> Tensor:
+    """All val shards (or their byte sidecars) concatenated, truncated to a multiple of seq_len plus one token."""
+    tokens = np.concatenate([load_shard(p, mmap=False) for p in find_shards(data_path, split)])
     if max_tokens:
         tokens = tokens[:max_tokens + 1]
     usable = ((len(tokens) - 1) // seq_len) * seq_len
@@ -582,13 +587,17 @@ class RMSNorm(nn.Module):
         return rms_norm(x)
 
 
-def rotary_tables(seq_len: int, rope_dims: int, base: float, train_seq_len: int, device) -> tuple[Tensor, Tensor]:
+def rotary_tables(seq_len: int, rope_dims: int, base: float, train_seq_len: int, device,
+                  published: bool = False) -> tuple[Tensor, Tensor]:
     """cos, sin of shape (seq_len, rope_dims/2). Past the training length the base grows by
-    (L/L_train)^(d/(d-2)) (NTK-aware scaling), so the slowest frequency still fits L."""
+    (L/L_train)^(d/(d-2)) (NTK-aware scaling), so the slowest frequency still fits L. `published`: up to the
+    training length, the published bf16 table: its frequencies are a buffer the model's bf16 cast rounds, and
+    it forms positions and angles in that dtype (2,048 positions hold 641 values); past it, fp32 as here."""
     if seq_len > train_seq_len:
-        base = base * (seq_len / train_seq_len) ** (rope_dims / (rope_dims - 2))
-    inv_freq = 1.0 / base ** (torch.arange(0, rope_dims, 2, dtype=torch.float32, device=device) / rope_dims)
-    angles = torch.outer(torch.arange(seq_len, dtype=torch.float32, device=device), inv_freq)
+        base, published = base * (seq_len / train_seq_len) ** (rope_dims / (rope_dims - 2)), False
+    dtype = torch.bfloat16 if published else torch.float32
+    inv_freq = (1.0 / base ** (torch.arange(0, rope_dims, 2, dtype=torch.float32, device=device) / rope_dims)).to(dtype)
+    angles = torch.outer(torch.arange(seq_len, dtype=dtype, device=device), inv_freq)
     return angles.cos(), angles.sin()
 
 
@@ -796,8 +805,8 @@ class GPT(nn.Module):
         # RoPE tables, fp32 buffers made here: filling a cache inside the first compiled trace costs one more
         # compile, and the published code forms its positions in bf16, where 2,048 positions collapse into 641
         # distinct values (8 mantissa bits: past 256 integers round to steps of 2, then 4, then 8).
-        self.register_buffer("rotary", torch.stack(rotary_tables(h.train_seq_len, h.rope_dims, h.rope_base,
-                                                                 h.train_seq_len, "cpu")), persistent=False)
+        self.register_buffer("rotary", torch.stack(rotary_tables(h.train_seq_len, h.rope_dims, h.rope_base, h.train_seq_len,
+                                                                 "cpu", h.model_published_numerics)), persistent=False)
         if h.eval_seq_len > h.train_seq_len:  # a longer evaluation context scales the base (rotary_tables)
             self.register_buffer("rotary_long", torch.stack(rotary_tables(h.eval_seq_len, h.rope_dims, h.rope_base,
                                                                           h.train_seq_len, "cpu")), persistent=False)
@@ -857,7 +866,9 @@ class GPT(nn.Module):
             if i < self.skip_weights.size(0) and skips:
                 # U-Net skip, last encoder output first: x = lerp(w*skip, x, sigmoid(g)); lane 0 only.
                 weighted = self.skip_weights[i].to(x.dtype) * skips.pop()
-                x = torch.lerp(weighted, x, torch.sigmoid(self.skip_gates[i]).to(x.dtype))
+                gate = self.skip_gates[i]  # sigmoid in fp32, then the stream's dtype (published: the reverse)
+                gate = torch.sigmoid(gate.to(x.dtype)) if self.h.model_published_numerics else torch.sigmoid(gate).to(x.dtype)
+                x = torch.lerp(weighted, x, gate)
             if lane1 is None:
                 x = block(x, x0, cos, sin, segments)
             else:
@@ -868,10 +879,12 @@ class GPT(nn.Module):
         return self.final_norm(x)
 
     def logits(self, hidden: Tensor) -> Tensor:
-        """Tied head with soft cap 30·tanh(z/30), in fp32: (..., d) -> (..., V)."""
-        z = F.linear(hidden, self.tok_emb.weight.to(hidden.dtype)).float()
+        """Tied head with soft cap 30·tanh(z/30), in fp32 (published: in the head's output dtype, bf16 under
+        autocast, then fp32): (..., d) -> (..., V) fp32."""
+        z = F.linear(hidden, self.tok_emb.weight.to(hidden.dtype))
+        z = z if self.h.model_published_numerics else z.float()
         cap = self.h.logit_softcap
-        return cap * torch.tanh(z / cap)
+        return (cap * torch.tanh(z / cap)).float()
 
     def loss(self, input_ids: Tensor, target_ids: Tensor, sequence_weights: Tensor | None = None) -> Tensor:
         """Mean cross-entropy of (B, T) targets; with (B,) sequence_weights, the weighted sum of the
@@ -1117,13 +1130,19 @@ def sequences_per_micro_step(h: Hyperparameters, runtime: Runtime) -> tuple[int,
 
 
 def sum_gradients(model: nn.Module, runtime: Runtime) -> None:
-    """One flat all-reduce of every gradient, after the backward (TTT's steps are few and small)."""
+    """One flat all-reduce per gradient dtype, after the backward (TTT's steps are few and small). Per dtype:
+    one torch.cat of the bf16 embedding's gradient with the fp32 ones would promote it to fp32, and a
+    parameter refuses a gradient of another dtype."""
     if not runtime.distributed:
         return
-    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in model.parameters()]
-    flat = all_reduce(torch.cat([g.flatten() for g in grads]), runtime)
-    for p, part in zip(model.parameters(), flat.split([g.numel() for g in grads])):
-        p.grad = part.view_as(p)
+    by_dtype: dict[torch.dtype, list[nn.Parameter]] = {}
+    for p in model.parameters():
+        by_dtype.setdefault(p.dtype, []).append(p)
+    for params in by_dtype.values():
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        flat = all_reduce(torch.cat([g.flatten() for g in grads]), runtime)
+        for p, part in zip(params, flat.split([g.numel() for g in grads])):
+            p.grad = part.view_as(p)
 
 
 @dataclass
@@ -1146,7 +1165,7 @@ def build_train_state(model: GPT, h: Hyperparameters, runtime: Runtime, loader: 
         # knob's name changed (PyTorch 2.13 deprecates broadcast_buffers for forward_sync_buffers).
         knob = ("forward_sync_buffers" if "forward_sync_buffers" in DistributedDataParallel.__init__.__code__.co_varnames
                 else "broadcast_buffers")
-        ddp = DistributedDataParallel(model, device_ids=[runtime.local_rank] if runtime.is_cuda else None,
+        ddp = DistributedDataParallel(model, device_ids=[runtime.device] if runtime.is_cuda else None,
                                       **{knob: False})
     return TrainState(model, maybe_compile(ddp or model, runtime), ddp, build_optimizers(model, h, runtime), loader)
 
@@ -1888,10 +1907,11 @@ class ByteTables:
     is_boundary: Tensor  # (V,) bool
 
     def target_bytes(self, tokens: Tensor) -> Tensor:
-        """Bytes of each target tokens[1:] given its predecessor: (N-1,) float64."""
+        """Bytes of each target tokens[1:] given its predecessor: (N-1,) float64, on the tokens' device. The
+        (V,) tables go to the tokens (a host table indexed by device tokens is an error on CUDA)."""
         previous, target = tokens[:-1], tokens[1:]
-        count = self.base_bytes[target] + (self.leading_space[target] & ~self.is_boundary[previous]).long()
-        return count.double()
+        base, leading, boundary = (t.to(tokens.device) for t in (self.base_bytes, self.leading_space, self.is_boundary))
+        return (base[target] + (leading[target] & ~boundary[previous]).long()).double()
 
 
 def load_tokenizer(path: str, vocab_size: int):
@@ -1903,6 +1923,27 @@ def load_tokenizer(path: str, vocab_size: int):
     if processor.vocab_size() != vocab_size:
         raise ValueError(f"tokenizer {path} has {processor.vocab_size()} pieces but VOCAB_SIZE={vocab_size}")
     return processor
+
+
+@dataclass
+class SidecarBytes:
+    """CaseOps data (docs/data.md): the val shards' byte sidecar, entry t = the original text's UTF-8 bytes that
+    val token t carries. Replaces the tables: a case operator carries no byte, its piece's text does not say so."""
+    counts: Tensor  # (N,) int64, parallel to the val stream
+
+    def target_bytes(self, tokens: Tensor) -> Tensor:  # the whole stream's targets, as the tables give them
+        return self.counts[1:].to(tokens.device, torch.float64)
+
+
+def load_byte_sidecar(h: Hyperparameters, val_tokens: Tensor, processor) -> SidecarBytes | None:
+    """fineweb_val_bytes_NNNNNN.bin beside the val shards (same format and length), cut like the stream; None
+    without one, unless the tokenizer holds the CaseOps operators (its tables would count them as 3 bytes)."""
+    if not glob.glob(os.path.join(h.data_path, "fineweb_val_bytes_*")):
+        assert processor.piece_to_id("\ue001") == processor.unk_id(), "CaseOps tokenizer, no byte sidecar"
+        return None
+    counts = load_validation_tokens(h.data_path, h.eval_seq_len, h.val_max_tokens, "val_bytes")
+    assert counts.shape == val_tokens.shape and not counts[val_tokens == BOS_ID].any(), "sidecar is not the val's"
+    return SidecarBytes(counts)
 
 
 def build_byte_tables(processor) -> ByteTables:
@@ -2137,7 +2178,7 @@ def evaluate_stream(name: str, scorer: WindowScorer, tokens: Tensor, tables: Byt
     train = train and len(chunks) > 1
     compile_ms = timed_warm_up(runtime, lambda: scorer.warm_up(chunks[0], stride))
     compile_ms += timed_warm_up(runtime, lambda: trainer.warm_up(trainer.starts(*bounds[0]))) if train else 0
-    all_bytes = tables.target_bytes(tokens).to(runtime.device)
+    all_bytes = tables.target_bytes(tokens)
     total_nll = torch.zeros((), dtype=torch.float64, device=runtime.device)
     misscored = torch.zeros((), dtype=torch.long, device=runtime.device)
     hook_ms = 0.0
@@ -3173,7 +3214,8 @@ def log_header(h: Hyperparameters, runtime: Runtime, log: Logger) -> None:
     gpu = torch.cuda.get_device_name(runtime.device).replace(" ", "_") if runtime.is_cuda else "none"
     log.fields(device=runtime.device.type, gpu=gpu, world_size=runtime.world_size, attn_impl=runtime.attn_impl,
                compile=int(runtime.compile), autocast=str(runtime.autocast_dtype or "fp32").replace("torch.", ""),
-               model_dtype=str(runtime.model_dtype).replace("torch.", ""))
+               model_dtype=str(runtime.model_dtype).replace("torch.", ""),
+               **{"fa3_unavailable": json.dumps(FA3_ERROR)} if FA3_ERROR else {})  # the reason, when not importable
 
 
 def log_eval(log: Logger, result: EvalResult) -> EvalResult:
@@ -3288,8 +3330,11 @@ def run(h: Hyperparameters, runtime: Runtime, log: Logger) -> None:
     code_bytes = code_bytes_of(Path(__file__))  # now, not after training: it needs python-minifier
     torch.manual_seed(h.seed)  # same seed on every rank: identical initial weights
     np.random.seed(h.seed)
-    tables = build_byte_tables(load_tokenizer(h.tokenizer_path, h.vocab_size))
+    processor = load_tokenizer(h.tokenizer_path, h.vocab_size)
     val_tokens = load_validation_tokens(h.data_path, h.eval_seq_len, h.val_max_tokens)
+    tables = load_byte_sidecar(h, val_tokens, processor) or build_byte_tables(processor)
+    log.fields(val_bytes=int(tables.target_bytes(val_tokens).sum()), sidecar=int(isinstance(tables, SidecarBytes)),
+               train_shards=len(find_shards(h.data_path, "train")))  # the data's fingerprint (docs/data.md)
     phases: dict[str, float] = {}
     if h.eval_only:
         accounting = artifact_accounting(code_bytes, artifact_size(h), h.artifact_limit_bytes)
@@ -3300,14 +3345,14 @@ def run(h: Hyperparameters, runtime: Runtime, log: Logger) -> None:
         model = place_model(GPT(h), runtime)
         log.fields(model_params=count_parameters(model), val_tokens=val_tokens.numel() - 1)
         training = train(model, h, runtime, loader, log)
-        if h.eval_diagnostics:
-            pre_quant = log_eval(log, evaluate_windows("pre_quant", WindowScorer(model, h, runtime), val_tokens, tables,
-                                                       h.eval_seq_len, h, runtime))
-            phases["pre_quant"] = pre_quant.eval_time_ms
         if runtime.is_main and h.checkpoint_path:
             save_checkpoint_atomic(model.state_dict(), h.checkpoint_path)
         accounting = quantize_and_pack(model, loader, h, runtime, log, code_bytes)
         training["train_time_ms"] += accounting["gptq_time_ms"]
+        if h.eval_diagnostics:  # only once checkpoint and artifact are on disk: no evaluation can lose them
+            pre_quant = log_eval(log, evaluate_windows("pre_quant", WindowScorer(model, h, runtime), val_tokens, tables,
+                                                       h.eval_seq_len, h, runtime))
+            phases["pre_quant"] = pre_quant.eval_time_ms
         del model
     final = evaluate_artifact(h, runtime, log, val_tokens, tables, phases)
     budget = log_budget(log, phases, scored_evaluation(h))

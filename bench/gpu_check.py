@@ -9,16 +9,29 @@ itself from the embedded standard-library corpus (SentencePiece 8192, real text)
   2. evaluation: the score-first TTT pass (compiled scoring and TTT training) over >= 1 M validation
      tokens with DualClock at its defaults, then DualClock replayed at DC_SHARP_ORDERS=8 on the same
      scored chunks;
-  3. mix_logprobs on CUDA against the CPU on that stream (max |delta log p|).
+  2. GPTQ on that trained model, as quantize_and_pack calls it: the Hessians over one rank's share of the
+     calibration batches at world size 8 (collect_hessians), then GPTQ of every matrix (quantize_state_dict),
+     each timed (hessian_s, gptq_s);
+  3. one score-first TTT training step at the shape each of 8 GPUs runs (a 32,768-token chunk holds 16
+     sequences of 2,048, split 8 ways: 2 rows per rank), timed (ttt_step_ms);
+  4. evaluation: the score-first TTT pass (compiled scoring and TTT training) over >= 1 M validation
+     tokens with DualClock at its defaults, then DualClock replayed at DC_SHARP_ORDERS=8 on the same
+     scored chunks;
+  5. mix_logprobs on CUDA against the CPU on that stream (max |delta log p|);
+  6. a 2-process smoke of train_gpt.py's main() at tiny sizes on this one GPU (DIST_BACKEND=gloo: NCCL cannot
+     put two ranks on one device; bf16, eager), through training, GPTQ, the artifact and every evaluation with
+     DualClock, so that distributed device and dtype bugs show on real CUDA (smoke_2rank:ok|fail).
 It prints each part's figures, the assumptions of its projections to 8xH100 (588 s of training,
 40,540,160 validation tokens), then one summary line:
 
   gpu_check device:<name> compile_s:... step_ms:... train_tok_per_s:... projected_steps_8gpu:...
   eval_tok_per_s:... projected_eval_s_8gpu:... dc_chunk_ms:... dc_cuda_vs_cpu:... peak_mib:...
+  hessian_s:... gptq_s:... ttt_step_ms:... smoke_2rank:ok
 
-Needs PyTorch, numpy and sentencepiece; not brotli (no artifact is written), not FlashAttention-3 (SDPA
-when it is missing, and said so). Without CUDA it rehearses itself at tiny sizes on the CPU (about a
-minute), exits 0 and prints n/a for what needs CUDA; --rehearse does the same on a GPU.
+Needs PyTorch, numpy, sentencepiece and brotli (the smoke writes an artifact), not FlashAttention-3 (SDPA
+when it is missing, and the import error says why). Parts past the budget are skipped (n/a). Without CUDA it
+rehearses itself at tiny sizes on the CPU (about a minute), prints n/a for what needs CUDA, and exits 0 unless
+a part failed; --rehearse does the same on a GPU.
 
     python bench/gpu_check.py                 # on the GPU machine, from the repository root
     python bench/gpu_check.py --rehearse      # tiny sizes anywhere
@@ -27,11 +40,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 import os
+import subprocess
 import sys
 import tempfile
 import time
+import traceback
 import warnings
 from pathlib import Path
 
@@ -49,13 +65,22 @@ EVALUATION_SECONDS = 600.0
 GPUS = 8
 LOOPING_SHARE = 0.65  # depth recurrence switches on at 35 % of the training time
 SUMMARY_KEYS = ("compile_s", "step_ms", "train_tok_per_s", "projected_steps_8gpu", "eval_tok_per_s",
-                "projected_eval_s_8gpu", "dc_chunk_ms", "dc_cuda_vs_cpu", "peak_mib")
+                "projected_eval_s_8gpu", "dc_chunk_ms", "dc_cuda_vs_cpu", "peak_mib", "hessian_s", "gptq_s",
+                "ttt_step_ms", "smoke_2rank")
 # The record configuration is the dataclass defaults; a rehearsal shrinks the sizes, not the code paths.
 REHEARSAL = {"NUM_LAYERS": "4", "MODEL_DIM": "64", "NUM_HEADS": "4", "NUM_KV_HEADS": "2", "MLP_MULT": "2",
              "ROPE_DIMS": "8", "LOOP_START": "1", "LOOP_END": "2", "NUM_LOOPS": "1", "PARALLEL_START_LAYER": "3",
              "XSA_LAST_N": "4", "TRAIN_SEQ_LEN": "128", "EVAL_SEQ_LEN": "128", "TRAIN_BATCH_TOKENS": "4096",
              "EVAL_STRIDE": "32", "VAL_BATCH_SEQS": "16", "TTT_CHUNK_TOKENS": "2048", "TTT_BATCH_SEQS": "8",
              "TTT_EPOCHS": "1"}
+# The 2-process smoke: every phase of main() at tiny sizes, eager (COMPILE=0: compiling twice would cost minutes),
+# the precision regime of the device (bf16 on CUDA), every evaluation, DualClock on.
+SMOKE = {**REHEARSAL, "MODEL_DIM": "64", "TRAIN_SEQ_LEN": "64", "EVAL_SEQ_LEN": "64", "TRAIN_BATCH_TOKENS": "1024",
+         "ITERATIONS": "6", "WARMUP_STEPS": "1", "MAX_WALLCLOCK_SECONDS": "0", "GPTQ_RESERVE_SECONDS": "0",
+         "TRAIN_LOG_EVERY": "2", "EVAL_STRIDE": "16", "VAL_BATCH_SEQS": "8", "VAL_MAX_TOKENS": "4096",
+         "TTT_CHUNK_TOKENS": "1024", "TTT_BATCH_SEQS": "4", "GPTQ_CALIBRATION_BATCHES": "2", "COMPILE": "0",
+         "DIST_BACKEND": "gloo", "EVAL_DIAGNOSTICS": "1", "DC_ENABLED": "1", "RUN_ID": "smoke_2rank"}
+SMOKE_NEEDS_S = 90.0  # started only if the budget has this much left
 
 
 def say(line: str) -> None:
@@ -208,6 +233,106 @@ def check_mixture(h, chunks: list, runtime) -> float | None:
     return float((mixed["cuda"].cpu() - mixed["cpu"]).abs().max())
 
 
+def check_gptq(h, runtime, model: tg.GPT, loader: tg.TrainLoader, rehearse: bool) -> dict:
+    """quantize_and_pack's two calls, timed apart on the trained model: collect_hessians over the calibration
+    batches one rank reads at world size 8 (ceil(64 / 8) micro-batches; the all-reduce is not modelled), then
+    quantize_state_dict of every tensor (rank 0's whole job today). At rehearsal sizes every matrix is below the
+    fp16 threshold (65,536 elements), so the rehearsal lowers it to put its matrices through GPTQ."""
+    one_rank_of_8 = dataclasses.replace(runtime, world_size=GPUS)
+    threshold = tg.SMALL_TENSOR_MAX_NUMEL
+    if rehearse:
+        tg.SMALL_TENSOR_MAX_NUMEL = 1024
+    runtime.synchronize()
+    began = time.perf_counter()
+    hessians = tg.collect_hessians(model, tg.calibration_batches(loader, h, one_rank_of_8), runtime)
+    runtime.synchronize()
+    figures = {"hessian_s": time.perf_counter() - began, "hessians": len(hessians),
+               "calibration_batches": math.ceil(h.gptq_calibration_batches / GPUS)}
+    began = time.perf_counter()
+    try:
+        quantized = tg.quantize_state_dict(model.state_dict(), hessians, h)
+        runtime.synchronize()
+    finally:
+        tg.SMALL_TENSOR_MAX_NUMEL = threshold
+    figures["gptq_s"] = time.perf_counter() - began
+    figures["int_matrices"] = sum(entry["kind"] == "int" for entry in quantized.values())
+    say("gptq " + " ".join(f"{k}:{format_value(v)}" for k, v in figures.items()))
+    return figures
+
+
+def ttt_rows_per_rank(h, world_size: int = GPUS) -> int:
+    """The rows of each rank's TTT step at `world_size`, as evaluate_stream sizes its ChunkTrainer: a chunk's
+    whole sequences (at most TTT_BATCH_SEQS per step) split across the ranks."""
+    return max(1, math.ceil(min(h.ttt_chunk_tokens // h.eval_seq_len, h.ttt_batch_seqs) / world_size))
+
+
+def check_ttt_step(h, runtime, model: tg.GPT, steps: int, project: bool) -> dict:
+    """One TTT training step (forward, backward, gradient sum, clip, SGD) at the per-rank shape of 8 GPUs, run
+    here at world size 1 by ChunkTrainer.train_on_chunk on a chunk of exactly that many sequences, one epoch.
+    The weights are put back afterwards."""
+    rows = ttt_rows_per_rank(h)
+    trainer = tg.ChunkTrainer(model, dataclasses.replace(h, ttt_epochs=1), runtime, rows=rows)
+    generator = torch.Generator().manual_seed(0)
+    tokens = torch.randint(h.vocab_size, (rows * h.eval_seq_len + 1,), generator=generator).to(runtime.device)
+    saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    began = time.perf_counter()
+    trainer.warm_up(trainer.starts(0, rows * h.eval_seq_len))
+    trainer.train_on_chunk(tokens, 0, rows * h.eval_seq_len, h.ttt_lr)  # the optimizer's state, untimed
+    runtime.synchronize()
+    figures = {"ttt_rows_per_rank": rows, "ttt_warmup_s": time.perf_counter() - began}
+    figures["ttt_step_ms"] = timed(lambda: trainer.train_on_chunk(tokens, 0, rows * h.eval_seq_len, h.ttt_lr),
+                                   runtime, steps)
+    if project:  # every chunk but the last trains, TTT_EPOCHS times; the gradient all-reduce is not modelled
+        chunks = math.ceil(VALIDATION_TOKENS / h.ttt_chunk_tokens)
+        figures["ttt_steps_8gpu"] = (chunks - 1) * h.ttt_epochs * math.ceil(
+            h.ttt_chunk_tokens // h.eval_seq_len / h.ttt_batch_seqs)
+        figures["ttt_train_s_8gpu"] = figures["ttt_steps_8gpu"] * figures["ttt_step_ms"] / 1000
+    model.load_state_dict(saved)
+    model.zero_grad(set_to_none=True)
+    say("ttt " + " ".join(f"{k}:{format_value(v)}" for k, v in figures.items()))
+    return figures
+
+
+def timed(function, runtime, repeats: int) -> float:
+    """Milliseconds per call."""
+    runtime.synchronize()
+    began = time.perf_counter()
+    for _ in range(repeats):
+        function()
+    runtime.synchronize()
+    return 1000.0 * (time.perf_counter() - began) / repeats
+
+
+def check_smoke(data: dict, runtime, out: Path, timeout_s: float) -> str:
+    """train_gpt.py's main() on 2 processes of this device (torch.distributed.run, gloo), tiny sizes: 'ok' if
+    both ranks exit 0 and the log ends with the final line, else 'fail' (and the output's tail is printed)."""
+    work = out / "smoke_2rank"
+    work.mkdir(parents=True, exist_ok=True)
+    fields = {f.name.upper() for f in dataclasses.fields(tg.Hyperparameters)}
+    env = {k: v for k, v in os.environ.items() if k not in fields and not k.startswith(tg.ENV_PREFIXES)}
+    env.update(SMOKE, DATA_PATH=str(data["dataset_dir"]), TOKENIZER_PATH=str(data["tokenizer_path"]),
+               VOCAB_SIZE=str(data["vocab_size"]), DEVICE=runtime.device.type, LOG_DIR=str(work / "logs"),
+               ARTIFACT_PATH=str(work / "model.ptz"), CHECKPOINT_PATH=str(work / "model.pt"), OMP_NUM_THREADS="1")
+    # Under tools/emulate_cuda.py (which sets EMULATED_CUDA=1) the ranks run on the same emulated device.
+    emulated = [str(ROOT / "tools" / "emulate_cuda.py")] if os.environ.get("EMULATED_CUDA") == "1" else []
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *emulated,
+               str(ROOT / "train_gpt.py")]
+    began = time.perf_counter()
+    try:
+        result = subprocess.run(command, env=env, cwd=work, capture_output=True, text=True, timeout=timeout_s)
+        output, returncode = result.stdout + result.stderr, result.returncode
+    except subprocess.TimeoutExpired as expired:
+        output, returncode = f"{expired.stdout or ''}{expired.stderr or ''}\ntimed out after {timeout_s:.0f} s", -1
+    log = work / "logs" / f"{SMOKE['RUN_ID']}.txt"
+    final = [line for line in log.read_text().splitlines() if line.startswith("final ")] if log.exists() else []
+    status = "ok" if returncode == 0 and final else "fail"
+    say(f"smoke_2rank status:{status} returncode:{returncode} seconds:{time.perf_counter() - began:.1f} "
+        f"device:{runtime.device.type} backend:gloo " + (final[-1] if final else ""))
+    if status == "fail":
+        say("smoke_2rank output (tail):\n" + output[-4000:])
+    return status
+
+
 def projections(train: dict, evaluation: dict, runtime) -> tuple[dict, list[str]]:
     """8xH100 figures from the one-GPU measurements, and the assumptions they rest on."""
     steps = TRAIN_SECONDS / (train["step_ms"] / GPUS / 1000)
@@ -277,27 +402,45 @@ def main(argv=None) -> int:
         h = check_config(data, rehearse, args)
         runtime = tg.setup_runtime(h, {})
         say(f"device {device_name(runtime)} torch:{torch.__version__} rehearsal:{int(rehearse)} "
-            f"fa3:{int(tg.HAS_FA3)} elapsed_s:{clock.elapsed():.1f}")
+            f"fa3:{int(tg.HAS_FA3)} elapsed_s:{clock.elapsed():.1f}"
+            + (f" fa3_unavailable:{json.dumps(tg.FA3_ERROR)}" if tg.FA3_ERROR else ""))
         train, model = check_training(h, runtime, args.train_steps)
-        evaluation, chunks = check_evaluation(h, runtime, model, clock)
-        difference = check_mixture(h, chunks, runtime) if clock.allows(60) else None
-    values = {**train, **evaluation, "dc_cuda_vs_cpu": difference}
+        loader = tg.TrainLoader(h.data_path, h.train_seq_len, runtime.rank, runtime.world_size, h.seed + 1)
+        gptq = check_gptq(h, runtime, model, loader, rehearse)
+        ttt = check_ttt_step(h, runtime, model, args.train_steps, project=runtime.is_cuda and not rehearse)
+        evaluation, difference, failed = {}, None, []
+        try:
+            evaluation, chunks = check_evaluation(h, runtime, model, clock)
+            difference = check_mixture(h, chunks, runtime) if clock.allows(60) else None
+        except Exception:  # a crash here is a finding: report it, run the smoke, fail at the end
+            say("eval failed:\n" + traceback.format_exc())
+            failed.append("eval")
+        del model
+        if runtime.is_cuda:
+            torch.cuda.empty_cache()
+        smoke = (check_smoke(data, runtime, args.out, timeout_s=max(60.0, args.budget_s - clock.elapsed() + 60))
+                 if clock.allows(SMOKE_NEEDS_S) else None)
+        if smoke == "fail":
+            failed.append("smoke_2rank")
+    values = {**train, **evaluation, **gptq, **ttt, "dc_cuda_vs_cpu": difference, "smoke_2rank": smoke}
     if runtime.is_cuda:  # compile and memory figures mean something on CUDA only (the CPU runs eager)
-        values["compile_s"] = train["train_compile_s"] + evaluation["eval_compile_s"]
+        values["compile_s"] = train["train_compile_s"] + evaluation.get("eval_compile_s", 0.0)
         values["peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
-    if runtime.is_cuda and not rehearse:
+    if runtime.is_cuda and not rehearse and "eval" not in failed:
         projected, assumptions = projections(train, evaluation, runtime)
         values.update(projected)
         for line in assumptions:
             say(f"assumption: {line}")
         say(f"verdict training_steps_8gpu:{projected['projected_steps_8gpu']:.0f} (published: ~4,550) "
             f"eval_s_8gpu:{projected['projected_eval_s_8gpu']:.0f} of {EVALUATION_SECONDS:.0f}")
-    else:
+    elif rehearse:
         say(f"assumption: a rehearsal runs the code paths at tiny sizes on {device_name(runtime)}; its timings "
             "are of those sizes, and nothing is projected to 8xH100 (n/a)")
-    say(f"elapsed_s:{clock.elapsed():.1f}")
+    else:
+        say("assumption: the evaluation failed (above), so nothing is projected to 8xH100 (n/a)")
+    say(f"elapsed_s:{clock.elapsed():.1f}" + (f" failed:{','.join(failed)}" if failed else ""))
     say(summary_line(runtime, values))
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -21,6 +21,9 @@ Usage:
   python data/build.py                                  # embedded corpus, vocab 8192
   python data/build.py --vocab-size 1024 --out data     # the CPU demo's dataset
   python data/build.py docs.jsonl more/ --name mycorpus # .jsonl ("text" field), files, folders
+  python data/build.py --caseops --vocab-size 1024      # CaseOps demo data: own tokenizer + byte sidecar
+  python data/build.py docs_selected.jsonl --caseops --tokenizer fineweb_8192_bpe_lossless_caps_caseops_v1_reserved.model \
+      --name fineweb10B --out data/rebuild              # the challenge's CaseOps data, validation = 50,000 docs
 """
 from __future__ import annotations
 
@@ -43,6 +46,7 @@ from train_gpt import write_shard  # noqa: E402  (the one definition of the form
 PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
 DEFAULT_VOCAB_SIZE = 8192
 DEFAULT_SHARD_TOKENS = 100_000_000  # the published shard size
+CHALLENGE_VAL_DOCUMENTS = 50_000  # the challenge's validation split: its raw documents' first 50,000
 TEXT_SUFFIXES = (".txt", ".md", ".rst", ".text")
 
 
@@ -117,17 +121,20 @@ def training_sentences(documents: Iterable[str]) -> Iterator[str]:
 
 
 def train_tokenizer(documents: list[str], vocab_size: int, threads: int = 1,
-                    sentence_limit: int = 2_000_000) -> bytes:
-    """Train the BPE model in memory; return the serialized model (the .model file's bytes)."""
+                    sentence_limit: int = 2_000_000, user_symbols: tuple[str, ...] = ()) -> bytes:
+    """Train the BPE model in memory; return the serialized model (the .model file's bytes).
+    `user_symbols` become single pieces right after the specials (CaseOps: its four operators, ids 4-7)."""
     import sentencepiece as spm
 
     if vocab_size > 65536:
         raise ValueError(f"vocab_size {vocab_size} does not fit uint16 shards (at most 65536)")
-    if vocab_size < 260 + 1:
-        raise ValueError(f"vocab_size {vocab_size} is too small: 4 special + 256 byte pieces come first")
+    if vocab_size < 260 + len(user_symbols) + 1:
+        raise ValueError(f"vocab_size {vocab_size} is too small: {4 + len(user_symbols)} special + 256 byte "
+                         f"pieces come first")
     writer = io.BytesIO()
+    extra = {"user_defined_symbols": list(user_symbols)} if user_symbols else {}
     spm.SentencePieceTrainer.train(sentence_iterator=training_sentences(documents), model_writer=writer,
-                                   **trainer_settings(vocab_size, threads, sentence_limit))
+                                   **trainer_settings(vocab_size, threads, sentence_limit), **extra)
     return writer.getvalue()
 
 
@@ -154,6 +161,15 @@ def document_tokens(processor, documents: list[str], batch_documents: int = 256,
             tokens[0] = BOS_ID
             tokens[1:] = ids
             yield tokens
+
+
+def caseops_arrays(processor, transformed: list[str]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Per CaseOps document: BOS + its tokens, and the sidecar entries (BOS 0, then each token's original bytes)."""
+    from data.caseops import tokens_and_bytes
+
+    for text in transformed:
+        ids, counts = tokens_and_bytes(processor, text)
+        yield (np.array([BOS_ID] + ids, dtype=np.uint16), np.array([0] + counts, dtype=np.int64))
 
 
 def write_split(arrays: Iterable[np.ndarray], folder: Path, split: str, shard_tokens: int) -> tuple[list[Path], int]:
@@ -185,6 +201,25 @@ def write_split(arrays: Iterable[np.ndarray], folder: Path, split: str, shard_to
     return paths, total
 
 
+def refuse_other_shards(folder: Path) -> None:
+    """A CaseOps build writes only into a folder without shards: mixing a new split with an old one is how 80 %
+    of the validation documents ended up in 15 records' training data (challenge issue #2127)."""
+    present = sorted(p.name for p in folder.glob("fineweb_*.bin"))
+    if present:
+        raise ValueError(f"{folder} already holds {len(present)} shard(s) ({present[0]}, ...): a CaseOps build "
+                         f"writes into an empty folder only (mixed builds leaked validation into training: challenge "
+                         f"issue #2127); remove them or choose another --out")
+
+
+def check_caseops_tokenizer(processor) -> None:
+    from data.caseops import OPERATORS
+
+    ids = [processor.piece_to_id(op) for op in OPERATORS]
+    if ids != [4, 5, 6, 7]:
+        raise ValueError(f"not a CaseOps tokenizer: its operator pieces have ids {ids}, expected [4, 5, 6, 7] "
+                         f"(user-defined symbols after the four specials)")
+
+
 def remove_stale_shards(folder: Path) -> None:
     """A rebuild with fewer shards must not leave old ones for the loader's glob to find."""
     for pattern in ("fineweb_train_*.bin", "fineweb_val_*.bin"):
@@ -203,8 +238,14 @@ def output_paths(out_dir: Path | str, name: str, vocab_size: int) -> dict:
 def build_dataset(documents: list[str], out_dir: Path | str, vocab_size: int = DEFAULT_VOCAB_SIZE,
                   val_documents: int | None = None, name: str = "corpus",
                   shard_tokens: int = DEFAULT_SHARD_TOKENS, threads: int = 1,
-                  sentence_limit: int = 2_000_000, log=print) -> dict:
+                  sentence_limit: int = 2_000_000, log=print, caseops: bool = False,
+                  tokenizer: bytes | None = None) -> dict:
     """Tokenizer + shards for `documents`; validation is the first `val_documents` documents.
+
+    caseops: the documents go through data/caseops.py's transform first, the tokenizer holds the four operators
+    as user-defined symbols, the validation split gets its byte sidecar (fineweb_val_bytes_NNNNNN.bin, cut like
+    the val shards), and the output folder must hold no shards. tokenizer: an existing model's bytes (e.g. the
+    challenge's CaseOps tokenizer, for a rebuild from its raw documents) instead of training one.
 
     Returns a dict: dataset_dir, tokenizer_path, train_shards, val_shards (lists of Paths),
     train_tokens, val_tokens, vocab_size, documents, val_documents."""
@@ -219,26 +260,43 @@ def build_dataset(documents: list[str], out_dir: Path | str, vocab_size: int = D
     if not name or "/" in name or name.startswith("."):
         raise ValueError(f"bad dataset name {name!r}")
     paths = output_paths(out_dir, name, vocab_size)
+    folder = paths["dataset_dir"]
+    if caseops:
+        from data.caseops import OPERATORS, encode
+
+        refuse_other_shards(folder)
+        documents = [encode(d) for d in documents]
     started = time.time()
-    model = train_tokenizer(documents[val_documents:], vocab_size, threads, sentence_limit)
+    model = tokenizer or train_tokenizer(documents[val_documents:], vocab_size, threads, sentence_limit,
+                                         OPERATORS if caseops else ())
     paths["tokenizer_path"].parent.mkdir(parents=True, exist_ok=True)
     temporary = paths["tokenizer_path"].with_suffix(".model.tmp")
     temporary.write_bytes(model)
     os.replace(temporary, paths["tokenizer_path"])
     log(f"tokenizer {paths['tokenizer_path']} vocab:{vocab_size} time:{time.time() - started:.1f}s")
     processor = load_tokenizer(model)
-    folder = paths["dataset_dir"]
+    if processor.vocab_size() != vocab_size:
+        raise ValueError(f"the tokenizer has {processor.vocab_size()} pieces, not {vocab_size}")
+    if caseops:
+        check_caseops_tokenizer(processor)
     folder.mkdir(parents=True, exist_ok=True)
     remove_stale_shards(folder)
-    val_paths, val_tokens = write_split(document_tokens(processor, documents[:val_documents], threads=threads),
-                                        folder, "val", shard_tokens)
+    extra = {}
+    if caseops:
+        pairs = list(caseops_arrays(processor, documents[:val_documents]))
+        sidecar_paths, sidecar_total = write_split((b for _, b in pairs), folder, "val_bytes", shard_tokens)
+        val_paths, val_tokens = write_split((t for t, _ in pairs), folder, "val", shard_tokens)
+        extra = {"sidecar_shards": sidecar_paths, "sidecar_bytes": int(sum(int(b.sum()) for _, b in pairs))}
+    else:
+        val_paths, val_tokens = write_split(document_tokens(processor, documents[:val_documents], threads=threads),
+                                            folder, "val", shard_tokens)
     train_paths, train_tokens = write_split(document_tokens(processor, documents[val_documents:], threads=threads),
                                             folder, "train", shard_tokens)
     log(f"shards {folder} val:{len(val_paths)} files/{val_tokens} tokens "
         f"train:{len(train_paths)} files/{train_tokens} tokens time:{time.time() - started:.1f}s")
     return {**paths, "train_shards": train_paths, "val_shards": val_paths, "train_tokens": train_tokens,
             "val_tokens": val_tokens, "vocab_size": vocab_size, "documents": len(documents),
-            "val_documents": val_documents}
+            "val_documents": val_documents, **extra}
 
 
 # -----------------------------------------------------------------------------
@@ -275,6 +333,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--with-source", action="store_true",
                         help="embedded corpus only: add the standard library's .py source files (~11 MB)")
     parser.add_argument("--threads", type=positive_int, default=1, help="SentencePiece threads (default 1)")
+    parser.add_argument("--caseops", action="store_true",
+                        help="CaseOps: transform the text (data/caseops.py), write the val byte sidecar; "
+                             "the output folder must hold no shards")
+    parser.add_argument("--tokenizer", type=Path,
+                        help="use this SentencePiece model instead of training one (with --caseops: the "
+                             "challenge's CaseOps tokenizer; validation is then fixed at 50,000 documents)")
     parser.add_argument("--sentence-limit", type=positive_int, default=2_000_000,
                         help="lines sampled to train the tokenizer (default 2,000,000)")
     return parser
@@ -292,8 +356,18 @@ def main(argv: list[str] | None = None) -> int:
         if args.max_documents:
             documents = documents[:args.max_documents]
         name = args.name or ("corpus" if args.inputs else "stdlib_src" if args.with_source else "stdlib")
-        result = build_dataset(documents, args.out, args.vocab_size, args.val_documents, name,
-                               args.shard_tokens, args.threads, args.sentence_limit)
+        name += "_caseops" * (args.caseops and not args.name)
+        tokenizer = args.tokenizer.read_bytes() if args.tokenizer else None
+        val_documents = args.val_documents
+        if args.caseops and tokenizer:  # a rebuild of the challenge's data: its split, nothing else
+            if val_documents not in (None, CHALLENGE_VAL_DOCUMENTS):
+                raise ValueError(f"--val-documents {val_documents}: a CaseOps rebuild with the challenge's tokenizer "
+                                 f"keeps the challenge's split, the first {CHALLENGE_VAL_DOCUMENTS:,} documents (a "
+                                 f"smaller one puts validation documents into training: issue #2127)")
+            val_documents = CHALLENGE_VAL_DOCUMENTS
+        result = build_dataset(documents, args.out, args.vocab_size, val_documents, name,
+                               args.shard_tokens, args.threads, args.sentence_limit,
+                               caseops=args.caseops, tokenizer=tokenizer)
     except (OSError, ValueError, RuntimeError) as error:
         print(f"build.py: error: {error}", file=sys.stderr)
         return 1

@@ -31,6 +31,15 @@ is complete for `run.sh` (which checks where DATA_PATH and TOKENIZER_PATH point,
 --data-path and --tokenizer-path; a folder outside the standard layout, with no manifest, is
 checked for what it holds: contiguous valid shards from 000000).
 
+CaseOps (`--variant caseops`): the export every record since April 2026 trains on, from the dataset
+repo `romeerp/parameter-golf-caseops-v1` (same remote root and manifest reading): the dataset folder
+`fineweb10B_sp8192_lossless_caps_caseops_v1_reserved`, the tokenizer
+`tokenizers/fineweb_8192_bpe_lossless_caps_caseops_v1_reserved.model` (its four case operators must be
+pieces 4-7), and beside every validation shard its byte sidecar `fineweb_val_bytes_NNNNNN.bin`, which a
+complete copy includes. `--check` also verifies each sidecar parallels its shard (same length, 0 at every
+BOS) and looks for the #2127 leak: validation documents, found by a hash of their tokens, inside the
+training shards (docs/data.md).
+
 Resuming: each file is fetched to `<name>.partial`, verified, then renamed, so a file under
 its final name is always complete; an interrupted run is resumed by running it again (files
 already present and valid are skipped, invalid ones are fetched again; the hub client also
@@ -51,12 +60,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 if __package__ in (None, ""):  # run as a script: make `data.*` importable from the repo root
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from train_gpt import read_shard_header as verify_shard  # noqa: E402  (the one definition of the format)
+from train_gpt import BOS_ID, load_shard  # noqa: E402  (the one definition of the format)
+from train_gpt import read_shard_header as verify_shard  # noqa: E402
 
 DEFAULT_REPO_ID = "kevclark/parameter-golf"
+CASEOPS_REPO_ID = "romeerp/parameter-golf-caseops-v1"  # the CaseOps export every record since April uses
+CASEOPS_NAME = "lossless_caps_caseops_v1_reserved"
+LEAK_SAMPLE_DOCUMENTS = 256  # validation documents hashed to look for in the training shards
+LEAK_SCAN_TOKENS = 200_000_000  # training tokens scanned: #2127's leaked documents sit in the first shards
+LEAK_MIN_TOKENS = 32  # shorter documents may repeat across the splits by chance
 DEFAULT_REMOTE_ROOT = "datasets"
 DEFAULT_VOCAB_SIZE = 8192
 STATE_FILE = "download.json"  # beside manifest.json: training shards the last download asked for, per dataset
@@ -222,9 +239,12 @@ def verify_tokenizer(path: Path, expected_name: str) -> str:
         processor = spm.SentencePieceProcessor(model_file=str(path))
     except (OSError, RuntimeError) as error:
         raise DownloadError(f"{path} is not a SentencePiece model: {error}") from None
-    match = re.search(r"_(\d+)_bpe\.model$", expected_name)
+    match = re.search(r"_(\d+)_bpe(_\w+)?\.model$", expected_name)
     if match and processor.vocab_size() != int(match.group(1)):
         raise DownloadError(f"{path} has vocab {processor.vocab_size()}, its name says {match.group(1)}")
+    operators = [processor.piece_to_id(op) for op in "\ue001\ue002\ue003\ue004"]
+    if "caseops" in expected_name and operators != [4, 5, 6, 7]:
+        raise DownloadError(f"{path} is not a CaseOps tokenizer: the four operators are not pieces 4-7")
     return f"vocab {processor.vocab_size()}"
 
 
@@ -256,8 +276,16 @@ def fetch_verified(fetch: Fetch, remote_path: str, destination: Path, log=print)
     return "fetched"
 
 
-def dataset_names(vocab_size: int) -> tuple[str, str]:
+def dataset_names(vocab_size: int, variant: str = "sp") -> tuple[str, str]:
+    """(dataset folder, tokenizer path) of an export: the plain SP<V> one or the CaseOps one (published: V=8192)."""
+    if variant == "caseops":
+        return f"fineweb10B_sp{vocab_size}_{CASEOPS_NAME}", f"tokenizers/fineweb_{vocab_size}_bpe_{CASEOPS_NAME}.model"
     return f"fineweb10B_sp{vocab_size}", f"tokenizers/fineweb_{vocab_size}_bpe.model"
+
+
+def has_sidecar(dataset_name: str) -> bool:
+    """CaseOps data carries a byte sidecar per validation shard (docs/data.md)."""
+    return "caseops" in dataset_name
 
 
 def load_manifest(fetch: Fetch, out_dir: Path, remote_root: str, refresh: bool, log=print):
@@ -280,17 +308,20 @@ def planned_files(plan: Plan, dataset_name: str, train_shards: int | None) -> li
         raise DownloadError(f"--train-shards {train_shards}: the manifest lists only {plan.train_shards} "
                             f"training shards for {dataset_name} ({REFRESH_HINT})")
     folder = f"datasets/{dataset_name}"
+    sidecars = [f"{folder}/fineweb_val_bytes_{i:06d}.bin" for i in range(plan.val_shards)]
     return (list(plan.tokenizer_files)
             + [f"{folder}/fineweb_val_{i:06d}.bin" for i in range(plan.val_shards)]
+            + sidecars * has_sidecar(dataset_name)
             + [f"{folder}/fineweb_train_{i:06d}.bin" for i in range(train_shards)])
 
 
 def download(fetch: Fetch, out_dir: Path | str = "data", vocab_size: int = DEFAULT_VOCAB_SIZE,
              train_shards: int | None = None, remote_root: str = DEFAULT_REMOTE_ROOT,
-             refresh_manifest: bool = False, workers: int = 4, log=print) -> dict:
-    """Fetch manifest, tokenizer, all val shards and the first `train_shards` train shards."""
+             refresh_manifest: bool = False, workers: int = 4, log=print, variant: str = "sp") -> dict:
+    """Fetch manifest, tokenizer, all val shards (CaseOps: and their byte sidecars) and the first
+    `train_shards` train shards."""
     out_dir = Path(out_dir)
-    dataset_name, default_tokenizer = dataset_names(vocab_size)
+    dataset_name, default_tokenizer = dataset_names(vocab_size, variant)
     manifest = load_manifest(fetch, out_dir, remote_root, refresh_manifest, log)
     plan = shard_counts(manifest, dataset_name, default_tokenizer)
     files = planned_files(plan, dataset_name, train_shards)
@@ -322,12 +353,19 @@ def record_request(out_dir: Path, dataset_name: str, train_shards: int) -> None:
 
 
 def check_local(out_dir: Path | str = "data", vocab_size: int = DEFAULT_VOCAB_SIZE, train_shards: int | None = None,
-                data_path: Path | str | None = None, tokenizer_path: Path | str | None = None) -> list[str]:
-    """Problems with the local copy (empty list: complete and valid), by the rule of the module doc.
+                data_path: Path | str | None = None, tokenizer_path: Path | str | None = None,
+                variant: str = "sp") -> list[str]:
+    """Problems with the local copy (empty list: complete, valid and without leak), by the rule of the module doc.
     data_path / tokenizer_path: where train_gpt.py will read (default: the standard layout under out_dir)."""
     out_dir = Path(out_dir)
-    dataset_name, default_tokenizer = dataset_names(vocab_size)
+    dataset_name, default_tokenizer = dataset_names(vocab_size, variant)
     folder = Path(data_path) if data_path else out_dir / "datasets" / dataset_name
+    problems = check_files(out_dir, folder, default_tokenizer, train_shards, data_path, tokenizer_path)
+    return problems or sidecar_problems(folder) + leak_problems(folder)
+
+
+def check_files(out_dir: Path, folder: Path, default_tokenizer: str, train_shards: int | None,
+                data_path: Path | str | None, tokenizer_path: Path | str | None) -> list[str]:
     if data_path and (folder.parent.name != "datasets" or not (folder.parent.parent / "manifest.json").is_file()):
         return check_folder(folder, Path(tokenizer_path or out_dir / default_tokenizer), train_shards)
     root = folder.parent.parent if data_path else out_dir
@@ -348,13 +386,61 @@ def check_folder(folder: Path, tokenizer_path: Path, train_shards: int | None) -
     one validation shard and `train_shards` (or at least one) training shards, and a valid tokenizer."""
     problems = [] if is_valid(tokenizer_path) else [f"{tokenizer_path} is missing or invalid"]
     for split, wanted in (("val", None), ("train", train_shards)):
-        present = sorted(folder.glob(f"fineweb_{split}_*.bin"))
+        present = sorted(folder.glob(f"fineweb_{split}_[0-9]*.bin"))
         count = len(present) if wanted is None else wanted
         expected = [folder / f"fineweb_{split}_{i:06d}.bin" for i in range(max(count, 1))]
         problems += [f"{f} is missing or invalid" for f in expected if not is_valid(f)]
         problems += [f"{f} is out of sequence (shards must be numbered from 000000 without gaps)"
                      for f in present if f not in expected and wanted is None]
     return problems
+
+
+def sidecar_problems(folder: Path) -> list[str]:
+    """Each byte sidecar parallels its val shard: as many entries as tokens, 0 at every BOS."""
+    problems = []
+    for sidecar in sorted(folder.glob("fineweb_val_bytes_[0-9]*.bin")):
+        shard = folder / sidecar.name.replace("val_bytes_", "val_")
+        tokens, counts = load_shard(shard), load_shard(sidecar)
+        if len(tokens) != len(counts):
+            problems.append(f"{sidecar} has {len(counts)} entries, {shard.name} {len(tokens)} tokens")
+        elif counts[tokens == BOS_ID].any():
+            problems.append(f"{sidecar} gives bytes to BOS tokens: not the sidecar of {shard.name}")
+    if has_sidecar(folder.name) and not problems and not list(folder.glob("fineweb_val_bytes_[0-9]*.bin")):
+        problems.append(f"{folder} is CaseOps data without its byte sidecar fineweb_val_bytes_000000.bin")
+    return problems
+
+
+def documents_of(tokens: np.ndarray) -> list[np.ndarray]:
+    """The stream cut at every BOS (each piece starts with its BOS); what precedes the first BOS is dropped."""
+    starts = np.flatnonzero(tokens == BOS_ID)
+    return np.split(tokens, starts)[1:] if len(starts) else []
+
+
+def leak_problems(folder: Path, sample: int = LEAK_SAMPLE_DOCUMENTS, scan_tokens: int = LEAK_SCAN_TOKENS) -> list[str]:
+    """Challenge issue #2127: validation documents inside the training shards. Hashes the content of `sample`
+    validation documents spread over the split and looks for them among the training documents of the first
+    `scan_tokens` training tokens (where a too-small validation split puts them). More than 1 % found: a leak."""
+    val = np.concatenate([load_shard(p) for p in sorted(folder.glob("fineweb_val_[0-9]*.bin"))])
+    documents = [d for d in documents_of(val) if len(d) >= LEAK_MIN_TOKENS]
+    if not documents:
+        return []
+    picked = [documents[i] for i in np.linspace(0, len(documents) - 1, min(sample, len(documents))).astype(int)]
+    wanted = {d.tobytes() for d in picked}
+    lengths = np.array(sorted({len(d) for d in picked}))
+    found, scanned = set(), 0
+    for path in sorted(folder.glob("fineweb_train_[0-9]*.bin")):
+        tokens = load_shard(path)
+        starts = np.append(np.flatnonzero(tokens == BOS_ID), len(tokens))
+        candidates = np.flatnonzero(np.isin(np.diff(starts), lengths))  # only documents of a sampled length
+        found.update(c for i in candidates if (c := tokens[starts[i]:starts[i + 1]].tobytes()) in wanted)
+        scanned += len(tokens)
+        if scanned >= scan_tokens:
+            break
+    if len(found) * 100 <= len(wanted):
+        return []
+    return [f"LEAK: {len(found)} of {len(wanted)} sampled validation documents are in the training shards "
+            f"(challenge issue #2127: a split of fewer than 50,000 validation documents, or shards of two builds "
+            f"mixed in one folder); rebuild into an empty folder or download the export again"]
 
 
 # -----------------------------------------------------------------------------
@@ -376,7 +462,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=Path("data"), help="local data root (default: data)")
     parser.add_argument("--vocab-size", type=non_negative_int, default=DEFAULT_VOCAB_SIZE,
                         help="which export: fineweb10B_sp<V> (default 8192)")
-    parser.add_argument("--repo-id", default=DEFAULT_REPO_ID, help=f"dataset repo (default {DEFAULT_REPO_ID})")
+    parser.add_argument("--variant", choices=("sp", "caseops"), default="sp",
+                        help="sp: the plain SP<V> export (default); caseops: the CaseOps SP8192 export, with the "
+                             "byte sidecar of its validation shard")
+    parser.add_argument("--repo-id", help=f"dataset repo (default {DEFAULT_REPO_ID}; CaseOps: {CASEOPS_REPO_ID})")
     parser.add_argument("--revision", help="repo revision (branch, tag or commit; default: main)")
     parser.add_argument("--remote-root", default=DEFAULT_REMOTE_ROOT,
                         help=f"folder of the export inside the repo (default {DEFAULT_REMOTE_ROOT!r})")
@@ -395,17 +484,20 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.check:
-            problems = check_local(args.out, args.vocab_size, args.train_shards, args.data_path, args.tokenizer_path)
+            problems = check_local(args.out, args.vocab_size, args.train_shards, args.data_path, args.tokenizer_path,
+                                   args.variant)
             for problem in problems[:20]:
                 print(problem)
-            where = args.data_path or args.out / "datasets" / dataset_names(args.vocab_size)[0]
-            shards = len(list(Path(where).glob("fineweb_train_*.bin")))
-            print(f"local data complete: {where} ({shards} training shards)" if not problems
-                  else f"{len(problems)} problem(s) with the local data at {where}")
+            where = Path(args.data_path or args.out / "datasets" / dataset_names(args.vocab_size, args.variant)[0])
+            shards = len(list(where.glob("fineweb_train_[0-9]*.bin")))
+            sidecar = " with byte sidecar" if list(where.glob("fineweb_val_bytes_[0-9]*.bin")) else ""
+            print(f"local data complete: {where} (train_shards: {shards}{sidecar}; no validation document found "
+                  f"in training)" if not problems else f"{len(problems)} problem(s) with the local data at {where}")
             return 1 if problems else 0
-        fetch = DirectoryHub(args.hub_dir) if args.hub_dir else HuggingFaceHub(args.repo_id, args.revision)
+        repo_id = args.repo_id or (CASEOPS_REPO_ID if args.variant == "caseops" else DEFAULT_REPO_ID)
+        fetch = DirectoryHub(args.hub_dir) if args.hub_dir else HuggingFaceHub(repo_id, args.revision)
         result = download(fetch, args.out, args.vocab_size, args.train_shards, args.remote_root,
-                          args.refresh_manifest, args.workers)
+                          args.refresh_manifest, args.workers, variant=args.variant)
     except (DownloadError, ValueError, OSError, json.JSONDecodeError) as error:
         print(f"download.py: error: {error}", file=sys.stderr)
         return 1

@@ -30,6 +30,7 @@ def test_every_field_parses_from_its_upper_case_name():
     ({"NUM_HEADS": "5"}, "divisible"),
     ({"DC_PRIOR": "0.5,0.5,0.5"}, "DC_PRIOR"),
     ({"DEVICE": "tpu"}, "DEVICE"),
+    ({"DIST_BACKEND": "nccl"}, "DIST_BACKEND"),
     ({"DC_BUCKETS_G": "3000"}, "powers of two"),
     ({"DC_SHARP_ORDERS": "0"}, "DC_SHARP_ORDERS"),
     ({"DC_DOCUMENT_ORDERS": "7"}, "DC_DOCUMENT_ORDERS <= DC_SHARP_ORDERS"),

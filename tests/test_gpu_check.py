@@ -1,5 +1,6 @@
-"""bench/gpu_check.py: its rehearsal on a machine without CUDA (the whole script, tiny sizes) and the
-arithmetic of its projections to 8xH100."""
+"""bench/gpu_check.py: its rehearsal on a machine without CUDA (the whole script, tiny sizes: training, GPTQ,
+a TTT step at the 8-GPU shape, the evaluation, and the 2-process smoke of main() over gloo) and the arithmetic
+of its projections to 8xH100."""
 from __future__ import annotations
 
 import os
@@ -14,6 +15,7 @@ from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "bench"))
 import gpu_check  # noqa: E402
+import train_gpt as tg  # noqa: E402
 
 
 def test_rehearsal_runs_every_part_and_ends_with_the_summary_line(tmp_path):
@@ -23,8 +25,15 @@ def test_rehearsal_runs_every_part_and_ends_with_the_summary_line(tmp_path):
     lines = out.stdout.strip().splitlines()
     summary = dict(field.split(":", 1) for field in lines[-1].split()[1:])
     assert lines[-1].startswith("gpu_check device:") and list(summary) == ["device", *gpu_check.SUMMARY_KEYS]
-    for key in ("step_ms", "train_tok_per_s", "eval_tok_per_s", "dc_chunk_ms"):
+    for key in ("step_ms", "train_tok_per_s", "eval_tok_per_s", "dc_chunk_ms", "hessian_s", "gptq_s", "ttt_step_ms"):
         assert float(summary[key]) > 0, key  # measured, at rehearsal sizes
+    assert summary["smoke_2rank"] == "ok", out.stdout[-3000:]  # main() on 2 gloo processes: every phase, final line
+    gptq = dict(field.split(":", 1) for field in next(line for line in lines if line.startswith("gptq ")).split()[1:])
+    assert int(gptq["int_matrices"]) > 0 and int(gptq["calibration_batches"]) == 8  # GPTQ ran; 64 / 8 ranks
+    ttt = next(line for line in lines if line.startswith("ttt "))
+    assert "ttt_rows_per_rank:1 " in ttt  # rehearsal: 16 sequences per chunk, at most 8 per step, over 8 ranks
+    smoke = next(line for line in lines if line.startswith("smoke_2rank "))
+    assert "backend:gloo" in smoke and "final eval:ttt" in smoke and "artifact_valid:1" in smoke
     if summary["device"] == "cpu":
         assert all(summary[key] == "n/a" for key in ("compile_s", "projected_steps_8gpu", "projected_eval_s_8gpu",
                                                      "dc_cuda_vs_cpu", "peak_mib"))
@@ -53,4 +62,17 @@ def test_summary_line_prints_n_a_for_what_was_not_measured():
     runtime = types.SimpleNamespace(is_cuda=False)
     line = gpu_check.summary_line(runtime, {"step_ms": 12.5, "peak_mib": None})
     assert line == ("gpu_check device:cpu compile_s:n/a step_ms:12.5000 train_tok_per_s:n/a projected_steps_8gpu:n/a "
-                    "eval_tok_per_s:n/a projected_eval_s_8gpu:n/a dc_chunk_ms:n/a dc_cuda_vs_cpu:n/a peak_mib:n/a")
+                    "eval_tok_per_s:n/a projected_eval_s_8gpu:n/a dc_chunk_ms:n/a dc_cuda_vs_cpu:n/a peak_mib:n/a "
+                    "hessian_s:n/a gptq_s:n/a ttt_step_ms:n/a smoke_2rank:n/a")
+
+
+def test_the_timed_ttt_step_has_the_shape_each_of_8_ranks_runs():
+    """At the record's defaults a 32,768-token chunk holds 16 sequences of 2,048 (TTT_BATCH_SEQS=32 caps a step
+    at 32): each of 8 ranks trains 2 rows per step. The rows are those evaluate_stream gives its ChunkTrainer."""
+    h = tg.Hyperparameters.from_env({})
+    assert gpu_check.ttt_rows_per_rank(h) == 2 and gpu_check.ttt_rows_per_rank(h, world_size=1) == 16
+    tokens = 8 * h.ttt_chunk_tokens + 1  # as evaluate_stream sizes its trainer: the most whole sequences of a chunk
+    chunks = tg.chunk_windows(tg.sliding_windows(tokens - 1, h.eval_seq_len, h.eval_stride), h.ttt_chunk_tokens)
+    bounds = [(windows[0][1], windows[-1][0] + h.eval_seq_len) for windows in chunks]
+    most = max(min(len(range(a, b - h.eval_seq_len + 1, h.eval_seq_len)), h.ttt_batch_seqs) for a, b in bounds)
+    assert -(-most // 8) == gpu_check.ttt_rows_per_rank(h)

@@ -1,7 +1,8 @@
 """run.sh, the one launcher, driven with stand-ins on the PATH: an `nvidia-smi` that lists eight
-H100s, a `torchrun` that records its command and environment instead of training, and a Python
-wrapper (PYTHON) that answers PyTorch's GPU count, pip and the data tools as told and runs
-everything else for real. Each test is a first-run defect that killed or misled a pod run."""
+H100s, a Python wrapper (PYTHON) that answers PyTorch's GPU count, pip and the data tools as told,
+records `-m torch.distributed.run`'s command and environment instead of training, and runs
+everything else for real, and a `torchrun` that must never be called (it may belong to another
+Python than PYTHON). Each test is a first-run defect that killed or misled a pod run."""
 from __future__ import annotations
 
 import os
@@ -18,8 +19,8 @@ NVIDIA_SMI = """#!/usr/bin/env bash
 for i in 0 1 2 3 4 5 6 7; do echo "GPU $i: NVIDIA H100 80GB HBM3 (UUID: GPU-$i)"; done
 """
 TORCHRUN = """#!/usr/bin/env bash
-echo "$@" > "$STANDIN/torchrun.args"
-env > "$STANDIN/torchrun.env"
+echo "a torchrun on the PATH was called: $*" >&2
+exit 97
 """
 # PyTorch's GPU count honours CUDA_VISIBLE_DEVICES, as the real one does: the visible ones that exist.
 PYTHON = """#!/usr/bin/env bash
@@ -33,6 +34,8 @@ case "$*" in
   "-c import torch") exit "${FAKE_TORCH_IMPORT:-0}" ;;
   "-c import sentencepiece, brotli, python_minifier") exit "${FAKE_PACKAGES:-0}" ;;
   "-m pip"*) exit 0 ;;
+  "-m torch.distributed.run "*)
+    shift 2; echo "$@" > "$STANDIN/torchrun.args"; env > "$STANDIN/torchrun.env" ;;
   *data/download.py*--check*) exit "${FAKE_DATA_CHECK:-0}" ;;
   *data/download.py*|*data/build.py*|*tools/summary.py*) exit 0 ;;
   *) exec "$REAL_PYTHON" "$@" ;;
@@ -55,9 +58,15 @@ def launch(tmp_path):
     write_script(standin / "python-standin", PYTHON)
 
     def run(*args, **env):
-        base = {k: v for k, v in os.environ.items() if not k.startswith(("TRAIN_", "DATA_", "DEVICE", "CUDA_"))}
-        full = dict(base, PATH=f"{standin}:{os.environ['PATH']}", STANDIN=str(standin), REAL_PYTHON=sys.executable,
-                    PYTHON=str(standin / "python-standin"), OMP_NUM_THREADS="1", **env)
+        """env: variables for run.sh; PYTHON=None leaves it unset, PREPEND_PATH goes before the stand-ins."""
+        base = {k: v for k, v in os.environ.items()
+                if not k.startswith(("TRAIN_", "DATA_", "DEVICE", "CUDA_", "EVAL_")) and k != "PYTHON"}
+        path = f"{standin}:{os.environ['PATH']}"
+        if env.get("PREPEND_PATH"):
+            path = f"{env.pop('PREPEND_PATH')}:{path}"
+        full = {**base, "PATH": path, "STANDIN": str(standin), "REAL_PYTHON": sys.executable,
+                "PYTHON": str(standin / "python-standin"), "OMP_NUM_THREADS": "1", **env}
+        full = {k: v for k, v in full.items() if v is not None}
         out = subprocess.run(["bash", str(ROOT / "run.sh"), *args], env=full, capture_output=True, text=True,
                              timeout=300)
         recorded = {name: (standin / name).read_text() if (standin / name).exists() else None
@@ -134,3 +143,39 @@ def test_the_recipe_is_chosen_and_said(launch):
     out, recorded = launch()  # the CPU demo shows the best recipe's mechanisms
     env = environment(recorded)
     assert env["RECIPE"] == "best" and env["TRAIN_SEQ_SCHEDULE"] == "64@0.1,128@0.7,256@1.0"
+
+
+def test_a_record_run_skips_the_unscored_diagnostics_unless_asked(launch):
+    out, recorded = launch(FAKE_TORCH_GPUS="8")
+    assert out.returncode == 0, out.stderr
+    assert environment(recorded)["EVAL_DIAGNOSTICS"] == "0"
+    assert recorded["torchrun.args"].startswith("--standalone --nproc_per_node=8 train_gpt.py")
+    out, recorded = launch(FAKE_TORCH_GPUS="8", EVAL_DIAGNOSTICS="1")
+    assert out.returncode == 0, out.stderr
+    assert environment(recorded)["EVAL_DIAGNOSTICS"] == "1"
+
+
+def interpreters(folder: Path, python3: str, python: str) -> None:
+    """`python3` and `python` stand-ins: each answers `import torch` with the given exit status, names
+    itself in python.calls, and otherwise behaves as the Python stand-in (a recording torchrun)."""
+    for name, torch_status in (("python3", python3), ("python", python)):
+        write_script(folder / name, f"""#!/usr/bin/env bash
+echo "{name} $*" >> "$STANDIN/python.calls"
+if [ "$*" = "-c import torch" ]; then exit {torch_status}; fi
+exec "$STANDIN/python-standin" "$@"
+""")
+
+
+@pytest.mark.parametrize("python3, python, chosen", [("0", "0", "python3"), ("1", "0", "python"),
+                                                    ("1", "1", "python3")])
+def test_python_defaults_to_the_first_interpreter_that_imports_torch(launch, tmp_path, python3, python, chosen):
+    folder = tmp_path / "interpreters"
+    folder.mkdir()
+    interpreters(folder, python3, python)
+    out, recorded = launch(FAKE_TORCH_GPUS="8", PYTHON=None, PREPEND_PATH=str(folder))
+    assert out.returncode == 0, out.stderr
+    assert recorded["torchrun.args"] is not None  # launched by `$PYTHON -m torch.distributed.run`
+    launcher = [c for c in recorded["python.calls"].splitlines()
+                if "torch.distributed.run" in c and c.split()[0] in ("python3", "python")]
+    assert launcher and launcher[-1].split()[0] == chosen, recorded["python.calls"]
+    assert ("imports torch; using python3" in out.stderr) == (python3 == python == "1")

@@ -41,11 +41,15 @@ def parse_value(text: str):
     return text
 
 
+TOKEN = re.compile(r'[^\s:"]+:"(?:[^"\\]|\\.)*"|\S+')  # key:"a JSON string", or any run of non-spaces
+
+
 def parse_line(line: str) -> dict:
     """`eval:ttt val_loss:2.1 val_bpb:1.08` -> {'eval': 'ttt', 'val_loss': 2.1, 'val_bpb': 1.08}.
 
     A leading bare word becomes {'event': word}. Tokens without a colon after the first are
-    ignored (free text is allowed at the end of a line)."""
+    ignored (free text is allowed at the end of a line). A value in double quotes is a JSON string
+    and may hold spaces: `fa3_unavailable:"No module named 'flash_attn_interface'"`."""
     line = line.strip()
     if line.startswith("config:{"):
         try:
@@ -53,14 +57,21 @@ def parse_line(line: str) -> dict:
         except json.JSONDecodeError:
             return {}
     out: dict = {}
-    for index, token in enumerate(line.split()):
+    for index, token in enumerate(TOKEN.findall(line)):
         key, sep, value = token.partition(":")
         if not sep:
             if index == 0:
                 out["event"] = token
             continue
-        out[key] = parse_value(value)
+        out[key] = parse_quoted(value) if value.startswith('"') else parse_value(value)
     return out
+
+
+def parse_quoted(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
 
 
 def parse_log(text: str) -> list[dict]:
@@ -109,7 +120,15 @@ def empty_run() -> dict:
     applies to (ours: loop + GPTQ); training_loop_ms: the loop alone. eval_time_ms: the scored
     evaluation; scored_eval_time_ms: the scored path as our newer logs state it;
     total_eval_time_ms: all evaluations (or the dialect's own total). artifact_bytes: the
-    log's own total; code_bytes_compressed: set when the log counts its code compressed."""
+    log's own total; code_bytes_compressed: set when the log counts its code compressed.
+
+    The May 2026 facts: target_tokens (the scored targets where the log states them apart from
+    val_tokens), val_documents (phased TTT's `total_docs`), train_shards (the data's fingerprint: 80 =
+    the CaseOps export, 1499 = a local rebuild of 10M-token shards), val_bytes and sidecar (the BPB
+    denominator and whether a byte sidecar gave it; upstream: a CaseOps run, which reads the sidecar),
+    hessian_time_ms (GPTQ's Hessian collection, which touches training data), ngram_tilt_hints (the
+    `ngram_tilt:hints total=` count). config: ours, the config JSON; upstream, the `Hyperparameters:`
+    block as text values."""
     return {
         "dialect": None, "finished": False, "unfinished_reason": "no scored val_bpb line",
         "val_bpb": None, "val_loss": None, "final_eval": None, "eval_time_ms": None,
@@ -120,6 +139,8 @@ def empty_run() -> dict:
         "code_bytes": None, "code_bytes_compressed": None, "model_bytes": None, "artifact_bytes": None,
         "artifact_limit_bytes": None, "val_tokens": None, "tokenizer": None, "val_max_tokens": None,
         "code_sha256": None, "config": {}, "model_params": None, "dualclock": None, "eval_budget": None,
+        "target_tokens": None, "val_documents": None, "train_shards": None, "val_bytes": None, "sidecar": None,
+        "hessian_time_ms": None, "ngram_tilt_hints": None,
     }
 
 
@@ -181,12 +202,15 @@ def run_from_records(records: list[dict]) -> dict:
                gpu_name=last(records, "gpu"), torch_version=last(records, "torch"),
                code_sha256=last(records, "code_sha256"), model_params=last(records, "model_params"),
                val_tokens=last(records, "val_tokens"), code_bytes=last(records, "code_bytes"),
+               val_bytes=last(records, "val_bytes"), train_shards=last(records, "train_shards"),
                model_bytes=last(records, "model_bytes"), artifact_bytes=last(records, "artifact_bytes"),
                artifact_limit_bytes=last(records, "artifact_limit_bytes"),
                dualclock=next((r for r in reversed(records) if r.get("event") == "dualclock"), None),
                eval_budget=next((r for r in reversed(records) if r.get("event") == "eval_budget"), None))
     if run["gpu_name"] == "none":
         run["gpu_name"] = None
+    if run["val_bytes"] is not None:
+        run["sidecar"] = bool(last(records, "sidecar"))
     run["gpu_count"] = run["world_size"] if run["gpu_name"] else None
     run["train"] = ours_train_points(records)
     run["evaluations"] = ours_evaluations(records)
@@ -265,8 +289,7 @@ SEED_LINE = re.compile(r"^\s*seed\s*[:=]\s*(\d+)\s*$")
 SEED_TOKEN = re.compile(r"(?<![\w./])(?:seed|s)\s*[:=]\s*(\d+)\b")
 WORLD_SIZE = re.compile(r"(?<![\w.])world_size\s*[:=]\s*(\d+)\b")
 VAL_TOKENS = (re.compile(r"(?<![\w.])val_tokens\s*[:=]\s*(\d+)"),
-              re.compile(r"^val_loader:.*(?<![\w.])tokens\s*[:=]\s*(\d+)"),
-              re.compile(r"(?<![\w.])target_tokens\s*[:=]\s*(\d+)"))
+              re.compile(r"^val_loader:.*(?<![\w.])tokens\s*[:=]\s*(\d+)"))
 TOKENIZER = re.compile(r"(?<![\w.])tokenizer_path\s*[:=]\s*(\S+)")
 TOTAL_EVAL = re.compile(rf"(?<![\w.])total_eval_time\s*[:=]\s*({NUMBER})\s*(ms|s|m)\b", re.IGNORECASE)
 STOPPED = re.compile(rf"^stopping_early\b.*?train_time\s*[:=]\s*({NUMBER})\s*(ms|s|m)\b(?:.*?step\s*[:=]\s*(\d+))?")
@@ -274,6 +297,14 @@ TORCH = re.compile(r"^Running PyTorch\s+(\S+)")
 NVIDIA_SMI_GPU = re.compile(r"^\|\s+(\d+)\s+(NVIDIA [^|]*?|Tesla [^|]*?)\s{2,}(?:On|Off)\s+\|")
 MODEL_PARAMS = re.compile(r"(?<![\w.])model_params\s*[:=]\s*(\d+)")
 DIAGNOSTIC_NAME = re.compile(r"diagnostic|pre[-_ ]?quant|post[-_ ]?ema", re.IGNORECASE)
+TARGET_TOKENS = re.compile(r"(?<![\w.])target_tokens\s*[:=]\s*(\d+)")
+TRAIN_SHARDS = re.compile(r"^train_shards\s*[:=]\s*(\d+)")
+TOTAL_DOCS = re.compile(r"(?<![\w.])(?:total_docs|val_docs|docs_val)\s*[:=]\s*(\d+)")
+# `GPTQ:collected 67 Hessians in 4.7s`, `Hessians collected: 67 layers, 4.6s`, `Hessian collection 815 ms`.
+HESSIAN_TIME = re.compile(rf"hessians?\b.*?(?<![\w.])({NUMBER})\s*(ms|s)\b", re.IGNORECASE)
+NGRAM_HINTS = re.compile(r"^ngram_tilt:hints\b.*?(?<![\w.])total\s*=\s*(\d+)")
+HYPERPARAMETER = re.compile(r"^\s+([A-Za-z_][\w.]*)\s*:\s*(.*?)\s*$")
+CASEOPS_ON = re.compile(r"caseops(?:_enabled)?$", re.IGNORECASE)
 
 
 def source_preamble_end(lines: list[str]) -> int:
@@ -294,9 +325,38 @@ def parse_upstream(text: str) -> dict:
     lines = text.splitlines()
     facts: dict = {}
     for line in lines[source_preamble_end(lines):]:
-        read_upstream_line(RANK_PREFIX.sub("", line.rstrip("\r")), run, facts)
+        line = RANK_PREFIX.sub("", line.rstrip("\r"))
+        read_hyperparameter(line, run, facts)
+        read_upstream_line(line, run, facts)
     finish_upstream(run, facts)
     return run
+
+
+def read_hyperparameter(line: str, run: dict, facts: dict) -> None:
+    """The `Hyperparameters:` block: `  key: value` lines after it, until the first line that is not one."""
+    if line.strip() == "Hyperparameters:" and "config_done" not in facts:
+        facts["in_config"] = True
+        return
+    if facts.get("in_config"):
+        entry = HYPERPARAMETER.match(line)
+        if entry:
+            run["config"][entry.group(1)] = entry.group(2)
+            if CASEOPS_ON.match(entry.group(1)) and entry.group(2).lower() in ("true", "1"):
+                run["sidecar"] = True  # CaseOps trainers read the byte sidecar for BPB
+            return
+        facts["in_config"], facts["config_done"] = False, True
+
+
+def read_may_facts(stripped: str, run: dict) -> None:
+    """The facts of the May 2026 logs (empty_run's doc); the first mention counts, the Hessian time the last."""
+    for key, pattern in (("target_tokens", TARGET_TOKENS), ("train_shards", TRAIN_SHARDS),
+                         ("val_documents", TOTAL_DOCS), ("ngram_tilt_hints", NGRAM_HINTS)):
+        found = pattern.search(stripped)
+        if found and run[key] is None:
+            run[key] = int(found.group(1))
+    hessian = HESSIAN_TIME.search(stripped)
+    if hessian:
+        run["hessian_time_ms"] = milliseconds(hessian.group(1), hessian.group(2))
 
 
 def read_upstream_line(line: str, run: dict, facts: dict) -> None:
@@ -305,6 +365,7 @@ def read_upstream_line(line: str, run: dict, facts: dict) -> None:
     if not stripped:
         return
     read_header_facts(line, stripped, run, facts)
+    read_may_facts(stripped, run)
     read_size_facts(stripped, run, facts)
     step = STEP_PREFIX.match(stripped)
     if step:

@@ -13,10 +13,18 @@ result and prints its verdict: a record from a CPU or truncated run is written b
 Figures: val_bpb and val_loss are each log's `final` line; the record's val_bpb is their mean;
 bytes_total is the largest code + model bytes of the logs; bytes_code is the shipped file's size.
 
+What the May 2026 reviews ask, written to submission.json and the README: `data` (the variant, sp8192 or
+caseops, and its fingerprint: tokenizer, train_shards, scored targets, the byte sidecar and the BPB
+denominator it gave), `configuration` (the settings the seeds share: the logs' config lines must agree
+except for the seed, or the record is refused here), and with --against FOLDER (the record it claims to
+beat) `significance`: the one-sided Welch p of the 0.005-nat rule and of #1902's p < 0.25 progression
+test against that record's seed logs.
+
 Usage:
   python tools/make_record.py logs/seed42.txt logs/seed314.txt logs/seed999.txt \\
       --name "DualClock PPM mixture" --author "Ada Lovelace" --github-id ada \\
-      --blurb "One paragraph: what this record changes and why it helps."
+      --blurb "One paragraph: what this record changes and why it helps." \\
+      --against path/to/the/record/it/beats
 """
 from __future__ import annotations
 
@@ -95,6 +103,11 @@ def check_runs_agree(runs: list[dict]) -> None:
     hashes = {run["code_sha256"] for run in runs}
     if len(hashes) != 1:
         raise RecordError(f"the logs ran different code (code_sha256 {sorted(map(str, hashes))})")
+    mixed = check_record.check_config(check_record.Record(Path("."), {}, [], [dict(r, name=Path(r["path"]).name)
+                                                                              for r in runs], [], None, {}))
+    if mixed.status == check_record.FAIL:
+        raise RecordError("the seeds must share one configuration (reviewers refuse mixed ones): "
+                          + "; ".join(mixed.details))
 
 
 def mean_and_std(values: list[float]) -> tuple[float, float]:
@@ -158,6 +171,35 @@ def log_name(run: dict) -> str:
     return f"train_seed{run['seed']}.log"
 
 
+def data_fingerprint(runs: list[dict]) -> dict:
+    """The data the runs trained and were scored on, as the logs state it."""
+    run = runs[0]
+    tokenizer = run["tokenizer"] or ""
+    variant = "caseops" if "caseops" in tokenizer else "sp8192" if tokenizer == SP8192_TOKENIZER else f"local:{tokenizer}"
+    return {"variant": variant, "tokenizer": tokenizer, "train_shards": run["train_shards"],
+            "val_tokens": run["val_tokens"], "byte_sidecar": run["sidecar"], "val_bytes": run["val_bytes"]}
+
+
+def significance_against(runs: list[dict], folder: Path) -> dict:
+    """The Welch tests against the seed logs of the record this one claims to beat."""
+    from tools import significance
+
+    try:
+        losses, bpbs = significance.log_values(significance.record_folder_logs(folder))
+        new = [run["val_loss"] for run in runs]
+        # Another tokenizer on the record's side: its BPB in our nats (significance.py does the same).
+        record_losses = significance.comparable_losses(losses, bpbs, significance.nats_per_bpb(
+            new, [run["val_bpb"] for run in runs]))
+        rule = significance.welch_test(new, record_losses)
+        progression = significance.progression_test(new, record_losses)
+    except ValueError as error:
+        raise RecordError(f"--against {folder}: {error}") from None
+    return {"against": folder.name, "record_val_loss": round(rule["record"], 8),
+            "improvement_nats": round(rule["improvement_mean"], 8),
+            "welch_p_value": rule["p_value"], "beats_by_0.005_nats_at_p_0.01": rule["significant"],
+            "progression_p_value": progression["p_value"], "progression_p_below_0.25": progression["significant"]}
+
+
 def submission(runs: list[dict], code_bytes: int, args) -> dict:
     bpb_mean, bpb_std = mean_and_std([run["val_bpb"] for run in runs])
     loss_mean, loss_std = mean_and_std([run["val_loss"] for run in runs])
@@ -171,6 +213,8 @@ def submission(runs: list[dict], code_bytes: int, args) -> dict:
         "bytes_total": max(item["artifact_bytes"] for item in per_seed.values()), "bytes_code": code_bytes,
         "hardware": hardware_of(runs[0]), "pytorch_version": runs[0]["torch_version"],
         "code_sha256": runs[0]["code_sha256"],
+        "data": data_fingerprint(runs), "configuration": non_default_settings(runs[0]["config"]),
+        **({"significance": significance_against(runs, args.against)} if getattr(args, "against", None) else {}),
     }
 
 
@@ -214,11 +258,37 @@ def results_table(record: dict, runs: list[dict]) -> str:
 
 def settings_section(runs: list[dict]) -> str:
     settings = non_default_settings(runs[0]["config"])
+    shared = f"The {len(runs)} seeds ran one configuration: their config lines agree except for the seed."
     if not settings:
-        return "Every knob of `train_gpt.py` at its default (the defaults are the record configuration)."
+        return f"{shared} Every knob of `train_gpt.py` at its default (the defaults are the record configuration)."
     rows = "\n".join(f"| `{name}` | `{value}` |" for name, value in sorted(settings.items()))
-    return f"Knobs that differ from `train_gpt.py`'s defaults (read from the logs' config line):\n\n" \
+    return f"{shared} Knobs that differ from `train_gpt.py`'s defaults (read from the logs' config line):\n\n" \
            f"| Variable | Value |\n|---|---|\n{rows}"
+
+
+def data_section(record: dict) -> str:
+    data = record["data"]
+    shards = data["train_shards"]
+    lines = [f"Variant **{data['variant']}** (tokenizer `{data['tokenizer']}`), {data['val_tokens']:,} scored "
+             f"validation tokens." if data["val_tokens"] else f"Variant **{data['variant']}**."]
+    if shards is not None:
+        lines.append(f"Fingerprint: `train_shards: {shards}`" + (" (the published export's 80 shards)." if shards == 80
+                     else " (not the published export's 80 shards: a local build)."))
+    if data["val_bytes"]:
+        source = "the byte sidecar" if data["byte_sidecar"] else "the tokenizer's byte tables"
+        lines.append(f"BPB denominator: {data['val_bytes']:,} bytes of original text, from {source}.")
+    return " ".join(lines)
+
+
+def significance_section(record: dict) -> str:
+    test = record.get("significance")
+    if not test:
+        return "No earlier record was given to compare with (make_record's --against)."
+    return (f"Against `{test['against']}` (its seed logs, mean val_loss {test['record_val_loss']:.8f}): improvement "
+            f"{test['improvement_nats']:.6f} nats. One-sided Welch test of a 0.005-nat improvement: p = "
+            f"{test['welch_p_value']:.4g} ({'passes' if test['beats_by_0.005_nats_at_p_0.01'] else 'fails'} p < 0.01). "
+            f"#1902's progression test (one-sided Welch, no margin): p = {test['progression_p_value']:.4g} "
+            f"({'passes' if test['progression_p_below_0.25'] else 'fails'} p < 0.25).")
 
 
 def evaluation_section(run: dict) -> str:
@@ -292,9 +362,17 @@ Artifact bytes = the shipped `train_gpt.py` ({record['bytes_code']:,} bytes) + t
 Train time is the training loop plus GPTQ; eval time the scored evaluation (limits 600 s each). All figures
 are read from the logs.
 
+## Data
+
+{data_section(record)}
+
 ## Configuration
 
 {settings_section(runs)}
+
+## Significance
+
+{significance_section(record)}
 
 ## Evaluation and its legality
 
@@ -392,6 +470,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the script that ran (default: train_gpt.py); it is packed for shipping")
     parser.add_argument("--records-dir", type=Path, default=RECORDS_DIR, help=f"default {RECORDS_DIR}")
     parser.add_argument("--force", action="store_true", help="replace an existing record folder")
+    parser.add_argument("--against", type=Path, metavar="FOLDER",
+                        help="the record folder this one claims to beat: its seed logs give the Welch p values")
     return parser
 
 

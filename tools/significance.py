@@ -11,6 +11,11 @@ shown over 3 seeds. Two tests are offered, as competitors report them:
   H0: mean(record) - mean(new) <= 0.005, t = (mean_r - mean_n - 0.005) / sqrt(s_r^2/n_r + s_n^2/n_n),
   with the Welch-Satterthwaite degrees of freedom; both sides' seed-to-seed noise counts.
 
+Beside it, whenever the record's own runs are given (--against, --record-logs), the progression test the
+maintainers apply since #1902 (April 2026) to admit a row to the leaderboard's chronological frontier: a
+one-sided Welch test of H1: mean(record) > mean(new), no margin, passed at p < 0.25 (reproductions of
+either side may be added as more runs). It has no threshold, so it reads the same in nats or in BPB.
+
 Units: the test is on val_loss, nats per token. val_bpb is bits per byte:
 val_loss = val_bpb * ln 2 * (bytes per token). A record given as BPB (as leaderboards show it)
 is converted with the bytes-per-token ratio of the new logs (same validation set and tokenizer,
@@ -39,6 +44,7 @@ from tools import logparse  # noqa: E402
 
 THRESHOLD_NATS = 0.005
 ALPHA = 0.01
+PROGRESSION_ALPHA = 0.25  # #1902: the frontier's progression cutoff, one-sided Welch, no margin
 
 
 # -----------------------------------------------------------------------------
@@ -143,6 +149,11 @@ def welch_test(new_nats: list[float], record_nats: list[float], threshold: float
             "degrees_of_freedom": df, "p_value": p, "alpha": alpha, "significant": p < alpha, "test": "welch"}
 
 
+def progression_test(new_nats: list[float], record_nats: list[float], alpha: float = PROGRESSION_ALPHA) -> dict:
+    """#1902's progression test: one-sided Welch of mean(record) > mean(new), no margin, p < 0.25."""
+    return dict(welch_test(new_nats, record_nats, threshold=0.0, alpha=alpha), test="progression")
+
+
 def log_values(paths: list[Path]) -> tuple[list[float], list[float]]:
     """Scored (val_loss, val_bpb) of each log, any dialect; a clear error for one without them."""
     losses, bpbs = [], []
@@ -199,20 +210,31 @@ def new_values(args) -> tuple[list[float], float | None]:
     raise ValueError("no new result: give its logs (positional or --logs) or --values")
 
 
-def resolve_inputs(args) -> tuple[list[float], float | list[float], float | None]:
-    """(new values in nats, record in nats (a number, or per-run values for --against), nats per BPB)."""
+def resolve_inputs(args) -> tuple[list[float], float | list[float], float | None, list[float] | None]:
+    """(new values in nats, record in nats (a number, or per-run values for --against), nats per BPB, the
+    record's per-run values when its runs are known)."""
     new, ratio = new_values(args)
     record_logs = record_folder_logs(args.against) if args.against else args.record_logs
     if record_logs:
         losses, bpbs = log_values(record_logs)
         losses = comparable_losses(losses, bpbs, ratio)
         ratio = ratio or nats_per_bpb(losses, bpbs)
-        return new, (losses if args.against else statistics.fmean(losses)), ratio
+        return new, (losses if args.against else statistics.fmean(losses)), ratio, losses
     if args.record_nats is not None:
-        return new, args.record_nats, ratio
+        return new, args.record_nats, ratio, None
     if ratio is None:
         raise ValueError("a BPB record needs a BPB-to-nats ratio: give logs (their val_loss/val_bpb) or --bytes-per-token")
-    return new, args.record_bpb * ratio, ratio
+    return new, args.record_bpb * ratio, ratio, None
+
+
+def progression_report(result: dict) -> str:
+    verdict = "YES" if result["significant"] else "NO"
+    return "\n".join([
+        f"progression (#1902): one-sided Welch, record mean {result['record']:.6f} vs new {result['new_mean']:.6f}, "
+        f"difference {result['improvement_mean']:.6f} nats, t:{result['t']:.4f} df:{result['degrees_of_freedom']:.4g} "
+        f"p_value:{result['p_value']:.6g}",
+        f"progression over the record at p < {result['alpha']}: {verdict}",
+    ])
 
 
 def report(result: dict, ratio: float | None) -> str:
@@ -251,6 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threshold", type=float, default=THRESHOLD_NATS, help="nats (default 0.005)")
     parser.add_argument("--alpha", type=float, default=ALPHA, help="significance level (default 0.01)")
     parser.add_argument("--check", action="store_true", help="exit 1 when the improvement is not significant")
+    parser.add_argument("--check-progression", action="store_true",
+                        help="exit 1 when the #1902 progression test (p < 0.25) fails or cannot be made")
     return parser
 
 
@@ -262,16 +286,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.bytes_per_token is not None and args.bytes_per_token <= 0:
         parser.error("--bytes-per-token must be positive")
     try:
-        new, record, ratio = resolve_inputs(args)
+        new, record, ratio, record_runs = resolve_inputs(args)
         if isinstance(record, list):
             result = welch_test(new, record, args.threshold, args.alpha)
         else:
             result = improvement_test(new, record, args.threshold, args.alpha)
+        progression = progression_test(new, record_runs) if record_runs and len(record_runs) >= 2 else None
     except (ValueError, OSError) as error:
         print(f"significance.py: error: {error}", file=sys.stderr)
         return 2
     print(report(result, ratio))
-    return 1 if args.check and not result["significant"] else 0
+    print(progression_report(progression) if progression else
+          "progression (#1902): not tested (it needs two or more of the record's runs: --against or --record-logs)")
+    if args.check and not result["significant"]:
+        return 1
+    return 1 if args.check_progression and not (progression and progression["significant"]) else 0
 
 
 if __name__ == "__main__":

@@ -27,7 +27,9 @@ FIGURES = (("final_eval", "scored_by"), ("seed", "seed"), ("train_time_ms", "tra
            ("total_eval_time_ms", "total_eval_time_ms"), ("artifact_bytes", "artifact_bytes"),
            ("model_bytes", "model_bytes"), ("code_bytes", "code_bytes"), ("code_bytes_compressed", "code_bytes_compressed"),
            ("world_size", "world_size"), ("device", "device"), ("gpu_name", "gpu"), ("val_tokens", "val_tokens"),
-           ("tokenizer", "tokenizer"), ("model_params", "model_params"))
+           ("tokenizer", "tokenizer"), ("model_params", "model_params"), ("target_tokens", "target_tokens"),
+           ("val_documents", "val_documents"), ("train_shards", "train_shards"), ("sidecar", "sidecar"),
+           ("val_bytes", "val_bytes"), ("hessian_time_ms", "hessian_time_ms"), ("ngram_tilt_hints", "ngram_tilt_hints"))
 
 
 def evaluation_rows(run: dict) -> list[str]:
@@ -42,6 +44,8 @@ def evaluation_rows(run: dict) -> list[str]:
 
 
 def figure_text(value) -> str:
+    if isinstance(value, bool):
+        return str(int(value))
     if isinstance(value, float):
         return str(round(value)) if value.is_integer() else f"{value:.6g}"
     return str(value)
@@ -54,7 +58,7 @@ def key_values(run: dict) -> list[str]:
     else:
         first = f"val_bpb:none finished:0 reason:{run['unfinished_reason'].replace(' ', '_')}"
     pairs = [f"{label}:{figure_text(run[key])}" for key, label in FIGURES if run.get(key) is not None]
-    lines = [first, " ".join(pairs[:6]), " ".join(pairs[6:])]
+    lines = [first, " ".join(pairs[:6]), " ".join(pairs[6:17]), " ".join(pairs[17:])]
     for event in ("eval_budget", "dualclock"):
         if run[event]:
             lines.append(event + " " + " ".join(f"{k}:{v}" for k, v in run[event].items() if k != "event"))
