@@ -79,6 +79,9 @@ ENV_PREFIXES = (
 )
 
 
+SMALL_TENSOR_MAX_NUMEL = 65_536  # tensors this small (scales, gains, mixes) stay fp16: GPTQ_PASSTHROUGH_MAX_NUMEL
+
+
 @dataclass(frozen=True)
 class Hyperparameters:
     # Paths and run identity.
@@ -157,7 +160,7 @@ class Hyperparameters:
     gptq_calibration_batches: int = 64  # training micro-batches for the Hessians
     gptq_block_size: int = 128
     gptq_damp: float = 0.01
-    gptq_passthrough_max_numel: int = 65_536  # floating tensors this small stay fp16 (tiny test models: lower it)
+    gptq_passthrough_max_numel: int = SMALL_TENSOR_MAX_NUMEL  # floating tensors this small stay fp16 (tiny models: lower)
     matrix_bits: int = 6
     embed_bits: int = 8
     matrix_clip_sigmas: float = 12.85  # SDClip k for int6 matrices
