@@ -204,3 +204,18 @@ def test_pergroup_without_lrzip_fails_at_once(monkeypatch):
     with pytest.raises(RuntimeError, match="lrzip"):
         tg.check_compressor(tg.Hyperparameters.from_env({"RECIPE": "pr1855"}))
     tg.check_compressor(tg.Hyperparameters.from_env({"RECIPE": "pr1874"}))  # brotli: nothing needed
+
+
+def test_the_stacked_gptq_protects_awq_columns_exactly_as_the_yardstick():
+    """gptq_quantize_stack (what a run calls) with AWQ-lite groups in some matrices of a stack equals
+    gptq_quantize (the one-matrix yardstick) bit for bit, protected or not."""
+    generator = torch.Generator().manual_seed(5)
+    weights = tuple(torch.randn(48, 128, generator=generator) * 0.02 for _ in range(3))
+    hessians = tuple(correlated_hessian(128, seed) for seed in range(3))
+    guards = (None, (64, 64, 8, tg.sdclip_scale(weights[1], 8, 11.5)), (0, 64, 8, tg.sdclip_scale(weights[2], 8, 13.0)))
+    stacked = tg.gptq_quantize_stack(weights, hessians, (6, 6, 7), (12.85, 11.5, 13.0), 32, 0.01, guards)
+    for weight, hessian, bits, k, guard, (ints, scale) in zip(weights, hessians, (6, 6, 7), (12.85, 11.5, 13.0),
+                                                               guards, stacked):
+        alone = tg.gptq_quantize(weight, hessian, bits, k, block_size=32, damp=0.01, protected=guard)
+        assert torch.equal(ints, alone[0]) and torch.equal(scale, alone[1])
+    assert stacked[1][0][:, 64:].abs().max() > 31 and stacked[1][0][:, :64].abs().max() <= 31

@@ -2,6 +2,9 @@
 rules of quantize_state_dict (docs/quantization.md). Tiny matrices, one thread."""
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -180,3 +183,60 @@ def test_matrix_without_hessian_is_a_clear_error():
     state_dict = {"blocks.3.attn.q.weight": torch.randn(512, 256)}
     with pytest.raises(ValueError, match=r"blocks\.3\.attn\.q\.weight.*no Hessian"):
         tg.quantize_state_dict(state_dict, {}, tg.Hyperparameters())
+
+
+# -- the batched path against the per-matrix yardstick (bit-exact) ---------------------------------
+
+
+def quantized_exactly_as_reference(results, weights, hessians, bits, clip_sigmas, block_size, damp=0.01):
+    for (ints, scale), weight, H, b, k in zip(results, weights, hessians, bits, clip_sigmas):
+        expected_ints, expected_scale = tg.gptq_quantize(weight, H, b, k, block_size=block_size, damp=damp)
+        assert ints.dtype == torch.int8 and scale.dtype == torch.float16
+        assert torch.equal(ints, expected_ints) and torch.equal(scale, expected_scale)
+
+
+@pytest.mark.parametrize("block_size", [128, 24])  # one block; blocks that do not divide the columns
+def test_stack_is_bit_identical_to_per_matrix_gptq(block_size):
+    """Each matrix its own H (so its own column order), bits and clip; dead inputs in two of them, a zero
+    row in one; 4-bit at a tight clip so that many values saturate."""
+    generator = torch.Generator().manual_seed(20)
+    weights = [torch.randn(20, 72, generator=generator) * 0.02 for _ in range(4)]
+    weights[1][3] = 0.0
+    inputs = [correlated_inputs(256, 72, seed=21 + m) for m in range(4)]
+    inputs[0][:, [0, 17, 71]] = 0.0
+    inputs[2][:, 5:9] = 0.0
+    hessians = [hessian_of(X) for X in inputs]
+    bits, clip_sigmas = (6, 8, 4, 6), (12.85, 20.0, 2.5, 3.0)
+    results = tg.gptq_quantize_stack(weights, hessians, bits, clip_sigmas, block_size, damp=0.02)
+    quantized_exactly_as_reference(results, weights, hessians, bits, clip_sigmas, block_size, damp=0.02)
+    assert torch.all(results[0][0][:, [0, 17, 71]] == 0) and torch.all(results[2][0][:, 5:9] == 0)
+
+
+def test_quantize_state_dict_is_bit_identical_to_per_matrix_gptq():
+    """Shape groups of one, two and three matrices, the embedding at EMBED_BITS in the same group as
+    matrices at MATRIX_BITS (bits 7 and 5 here: the rule, not a constant, picks them)."""
+    h = tg.Hyperparameters(embed_bits=7, matrix_bits=5, gptq_block_size=64)
+    generator = torch.Generator().manual_seed(30)
+    shapes = {"tok_emb.weight": (512, 160), "blocks.0.attn.q.weight": (512, 160), "blocks.0.mlp.fc.weight": (640, 160),
+              "blocks.0.mlp.proj.weight": (512, 160), "blocks.1.mlp.fc.weight": (640, 160), "blocks.1.attn.o.weight": (480, 192)}
+    state_dict = {name: torch.randn(shape, generator=generator) * 0.02 for name, shape in shapes.items()}
+    state_dict["blocks.0.attn_scale"] = torch.randn(160, generator=generator)
+    inputs = {name: correlated_inputs(384, shape[1], seed=31 + i) for i, (name, shape) in enumerate(shapes.items())}
+    inputs["tok_emb.weight"][:, :3] = 0.0  # dead inputs in a batched group
+    hessians = {name: hessian_of(X) for name, X in inputs.items()}
+    quantized = tg.quantize_state_dict(state_dict, hessians, h)
+    assert list(quantized) == list(state_dict) and quantized["blocks.0.attn_scale"]["kind"] == "fp16"
+    for name in shapes:
+        bits, clip = (7, h.embed_clip_sigmas) if name == "tok_emb.weight" else (5, h.matrix_clip_sigmas)
+        quantized_exactly_as_reference([(quantized[name]["q"], quantized[name]["scale"])], [state_dict[name]],
+                                       [hessians[name]], [bits], [clip], h.gptq_block_size)
+    assert torch.all(quantized["tok_emb.weight"]["q"][:, :3] == 0)
+
+
+def test_bench_gptq_runs_at_tiny_sizes(capsys):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import bench_gptq
+
+    figures = bench_gptq.main(["--num-layers", "1", "--model-dim", "256", "--vocab-size", "512", "--no-count"])
+    assert figures["identical"] == 1 and figures["matrices"] == 3
+    assert "fast_ms:" in capsys.readouterr().out

@@ -266,6 +266,7 @@ def test_gptq_clock_stops_before_serialization_and_only_rank_0_packs(tiny_env, t
     accounting = tg.quantize_and_pack(model, loader, h, runtime, tg.Logger(h, runtime), code_bytes=1234)
     line = [r for r in read_log(tmp_path / "logs" / "test.txt") if r.get("event") == "artifact"][-1]
     assert line["serialize_time_ms"] >= 1500 > accounting["gptq_time_ms"] == line["gptq_time_ms"]
+    assert accounting["hessian_time_ms"] == line["hessian_time_ms"] >= 0  # logged apart from GPTQ, both counted
     assert accounting["model_bytes"] == (tmp_path / "model.ptz").stat().st_size
     assert accounting["artifact_bytes"] == 1234 + accounting["model_bytes"]
 

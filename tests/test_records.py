@@ -513,6 +513,21 @@ def test_training_time_allows_the_step_that_crosses_600_s(tmp_path):
     assert "trained 600.400 s, over 600 s plus 2 steps (2 x 0.132 s)" in failed(folder)["training"]
 
 
+def test_hessian_collection_is_reported_against_600_s(tmp_path):
+    """Our logs split GPTQ into hessian_time_ms and gptq_time_ms; the Hessians' end (loop + collection)
+    is reported, and warned about past 600 s even when the step allowance lets the training time pass."""
+    text = fake_log(seed=7).replace("gptq_time_ms:11000", "hessian_time_ms:4000 gptq_time_ms:7000")
+    run = dict(logparse.parse_run(text), name="seed7.log")
+    assert (run["training_loop_ms"], run["hessian_time_ms"], run["gptq_time_ms"]) == (577_000, 4000, 7000)
+    record = check_record.Record(folder=tmp_path, submission={}, submission_problems=[], runs=[run], ignored_runs=[],
+                                 script=None, decimals={})
+    check = check_record.check_training_time(record, 600_000)
+    assert check.status == "ok" and "Hessians collected by 581.000 s" in check.details[0]
+    run.update(training_loop_ms=599_950, hessian_time_ms=100, train_time_ms=600_050)  # within 600 s + one step
+    check = check_record.check_training_time(record, 600_000)
+    assert check.status == "WARN" and "Hessian collection 0.1 s = 600.050 s, over 600 s" in check.details[0]
+
+
 def test_evaluation_over_600_s(tmp_path):
     folder = write_upstream_folder(tmp_path / "slow")
     log = folder / "train_seed999.log"

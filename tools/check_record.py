@@ -19,7 +19,8 @@ best seed is named as such), artifact (16,000,000 bytes by the logs' own totals 
 shipped script + model; a total that counts compressed code is a warning, a failure with
 --strict), code (the shipped script is the code that ran, and is not a stub that runs another
 file), training (600 s as the official loop measures it: it stops after the step that crosses
-600 s, so 600 s plus one step passes), evaluation (600 s). For the 10-minute track also:
+600 s, so 600 s plus one step passes; where a log states hessian_time_ms, the end of GPTQ's Hessian
+collection is reported and a warning given past 600 s), evaluation (600 s). For the 10-minute track also:
 device (no CPU run), world_size (8), hardware (8xH100 where a log or submission.json names it),
 validation (the whole validation set: no VAL_MAX_TOKENS, and the token count of a known
 tokenizer) and readme (no TODO left).
@@ -653,22 +654,25 @@ def check_training_time(record: Record, limit_ms: int) -> Check:
     timed = [r for r in record.runs if isinstance(r["train_time_ms"], (int, float))]
     if not timed:
         return Check("training", NOT_CHECKED, ["no log states its training time"])
-    failures, warnings = [], []
+    failures, warnings, hessian_ends = [], [], []
     for run in timed:
         step = step_allowance_ms(run)
         if run["train_time_ms"] > limit_ms + GRACE_STEPS * step:
             failures.append(f"{run['name']}: trained {run['train_time_ms'] / 1000:.3f} s, over {limit_ms / 1000:.0f} s "
                             f"plus {GRACE_STEPS} steps ({GRACE_STEPS} x {step / 1000:.3f} s)")
-        hessians = run["hessian_time_ms"]
-        if isinstance(hessians, (int, float)) and run["dialect"] != "ours" and run["train_time_ms"] + hessians > limit_ms:
-            warnings.append(f"{run['name']}: training {run['train_time_ms'] / 1000:.3f} s + Hessian collection "
-                            f"{hessians / 1000:.1f} s = {(run['train_time_ms'] + hessians) / 1000:.3f} s, over "
-                            f"{limit_ms / 1000:.0f} s: reviewers since #1868 count the Hessians (they read training "
-                            f"data) as training; reserve GPTQ_RESERVE_SECONDS >= Hessian time + 1 s")
+        # Reviewers since #1868 count GPTQ's Hessian collection (it reads training data) as training: the loop
+        # plus the Hessians must end inside the limit (a community reading, no organizer ruling): warned.
+        loop, hessians = run["training_loop_ms"], run["hessian_time_ms"]
+        if isinstance(hessians, (int, float)) and isinstance(loop, (int, float)):
+            hessian_ends.append(loop + hessians)
+            if loop + hessians > limit_ms:
+                warnings.append(f"{run['name']}: training loop {loop / 1000:.3f} s + Hessian collection "
+                                f"{hessians / 1000:.1f} s = {(loop + hessians) / 1000:.3f} s, over {limit_ms / 1000:.0f} s; "
+                                f"reserve GPTQ_RESERVE_SECONDS >= Hessian time + 1 s")
     longest = max(r["train_time_ms"] for r in timed)
-    hessian_note = " (Hessians included in ours)" if any(r["dialect"] == "ours" for r in timed) else ""
+    collected = f"; Hessians collected by {max(hessian_ends) / 1000:.3f} s" if hessian_ends else ""
     return verdict("training", failures, warnings, f"at most {longest / 1000:.3f} s in {len(timed)} log(s) (limit "
-                                                   f"{limit_ms / 1000:.0f} s plus {GRACE_STEPS} steps){hessian_note}")
+                                                   f"{limit_ms / 1000:.0f} s plus {GRACE_STEPS} steps){collected}")
 
 
 def evaluation_time(run: dict) -> tuple[float | None, str]:

@@ -117,7 +117,8 @@ def empty_run() -> dict:
     (unfinished_reason says why there is none). evaluations: every evaluation after training, in
     order ({name, val_bpb, val_loss, eval_time_ms, tokens, diagnostic}). train / train_val: the
     in-training curves ({step, time_s, ...}). train_time_ms: what the 600 s training limit
-    applies to (ours: loop + GPTQ); training_loop_ms: the loop alone. eval_time_ms: the scored
+    applies to (ours: loop + GPTQ); training_loop_ms: the loop alone; hessian_time_ms and gptq_time_ms
+    (ours, newer logs): GPTQ's Hessian collection and quantization, apart. eval_time_ms: the scored
     evaluation; scored_eval_time_ms: the scored path as our newer logs state it;
     total_eval_time_ms: all evaluations (or the dialect's own total). artifact_bytes: the
     log's own total; code_bytes_compressed: set when the log counts its code compressed.
@@ -135,6 +136,7 @@ def empty_run() -> dict:
         "evaluations": [], "train": [], "train_val": [],
         "seed": None, "world_size": None, "device": None, "gpu_name": None, "gpu_count": None,
         "torch_version": None, "train_time_ms": None, "training_loop_ms": None, "step_avg_ms": None, "steps": None,
+        "hessian_time_ms": None, "gptq_time_ms": None,
         "scored_eval_time_ms": None, "total_eval_time_ms": None,
         "code_bytes": None, "code_bytes_compressed": None, "model_bytes": None, "artifact_bytes": None,
         "artifact_limit_bytes": None, "val_tokens": None, "tokenizer": None, "val_max_tokens": None,
@@ -205,6 +207,7 @@ def run_from_records(records: list[dict]) -> dict:
                val_bytes=last(records, "val_bytes"), train_shards=last(records, "train_shards"),
                model_bytes=last(records, "model_bytes"), artifact_bytes=last(records, "artifact_bytes"),
                artifact_limit_bytes=last(records, "artifact_limit_bytes"),
+               hessian_time_ms=last(records, "hessian_time_ms"), gptq_time_ms=last(records, "gptq_time_ms"),
                dualclock=next((r for r in reversed(records) if r.get("event") == "dualclock"), None),
                eval_budget=next((r for r in reversed(records) if r.get("event") == "eval_budget"), None))
     if run["gpu_name"] == "none":
@@ -243,8 +246,8 @@ def ours_evaluations(records: list[dict]) -> list[dict]:
     """The `eval:<name>` lines in order; GPTQ (the `artifact` line) runs between two of them."""
     evaluations, pause_ms = [], 0.0
     for r in records:
-        if r.get("event") == "artifact":  # GPTQ, then (newer logs) serialization, run between evaluations
-            pause_ms += sum(r[k] for k in ("gptq_time_ms", "serialize_time_ms") if is_number(r.get(k)))
+        if r.get("event") == "artifact":  # Hessians, GPTQ, then (newer logs) serialization, between evaluations
+            pause_ms += sum(r[k] for k in ("hessian_time_ms", "gptq_time_ms", "serialize_time_ms") if is_number(r.get(k)))
         if "eval" in r and r.get("event") != "final" and is_number(r.get("val_bpb")):
             evaluations.append({"name": str(r["eval"]), "val_loss": r.get("val_loss"), "val_bpb": r["val_bpb"],
                                 "eval_time_ms": r.get("eval_time_ms"), "tokens": r.get("tokens"),
