@@ -75,6 +75,39 @@ run_tests() {
 # GPU time has been measured inside the 600 s evaluation budget: DC_ENABLED=1 bash run.sh.
 # ----------------------------------------------------------------------------------------
 DEFAULT_DATA_PATH=./data/datasets/fineweb10B_sp8192
+CASEOPS_DATA_PATH=./data/datasets/fineweb10B_sp8192_lossless_caps_caseops_v1_reserved
+
+# The recipe (train_gpt.py's RECIPES): the caller's RECIPE, else the best one whose data is here. `best`
+# (the #2014 stack) trains on the CaseOps export; on the SP8192 export the best recipe is pr1874.
+choose_recipe() {
+  if [ -n "${RECIPE:-}" ]; then
+    echo "run.sh: RECIPE=$RECIPE (set by the caller)"
+  elif compgen -G "$CASEOPS_DATA_PATH/fineweb_val_*.bin" >/dev/null; then
+    export RECIPE=best DATA_PATH="${DATA_PATH:-$CASEOPS_DATA_PATH}"
+    export TOKENIZER_PATH="${TOKENIZER_PATH:-./data/tokenizers/fineweb_8192_bpe_lossless_caps_caseops_v1_reserved.model}"
+    echo "run.sh: RECIPE=best: the CaseOps export is at $CASEOPS_DATA_PATH"
+  else
+    export RECIPE=pr1874
+    echo "run.sh: RECIPE=pr1874: the best recipe on SP8192 data (best needs the CaseOps export at $CASEOPS_DATA_PATH:" \
+         "python data/download.py --variant caseops)"
+  fi
+}
+
+# COMPRESSOR=pergroup (pr1855, best) runs the lrzip program: install it with the system's package manager
+# where it can; where it cannot, fall back to brotli (about 280 KB larger) and say so.
+ensure_lrzip() {
+  local wanted
+  wanted="$("$PYTHON" -c 'import train_gpt as t; print(t.Hyperparameters.from_env().compressor)' 2>/dev/null || echo brotli)"
+  if [ "$wanted" != pergroup ] || command -v lrzip >/dev/null; then return; fi
+  if command -v apt-get >/dev/null && { apt-get install -y -q lrzip >/dev/null 2>&1 ||
+       sudo -n apt-get install -y -q lrzip >/dev/null 2>&1; }; then
+    echo "run.sh: installed lrzip for COMPRESSOR=pergroup"
+  else
+    export COMPRESSOR=brotli
+    echo "run.sh: lrzip is not installed and cannot be: COMPRESSOR=brotli instead of pergroup"
+  fi
+}
+
 record_env() {
   export DATA_PATH="${DATA_PATH:-$DEFAULT_DATA_PATH}"
   export TOKENIZER_PATH="${TOKENIZER_PATH:-./data/tokenizers/fineweb_8192_bpe.model}"
@@ -104,18 +137,23 @@ run_gpu() {
   local gpus="$1"
   local nproc="${NPROC:-$(nproc_for "$gpus")}"
   "$PYTHON" -c 'import sentencepiece, brotli, python_minifier' 2>/dev/null || "$PYTHON" -m pip install -q -r requirements.txt
+  choose_recipe
   record_env
   ensure_data
+  ensure_lrzip
   echo "run.sh: $gpus GPU(s): $PYTHON -m torch.distributed.run --standalone --nproc_per_node=$nproc train_gpt.py"
   env -u TRAIN_SHARDS -u NPROC -u CASEOPS "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node="$nproc" train_gpt.py
 }
 
 # ----------------------------------------------------------------------------------------
-# CPU demo: a ~1M-parameter model on the embedded corpus, two gloo ranks of one thread each
+# CPU demo: the best recipe's mechanisms (two lanes, SmearGate, sparse gate, document mask, the
+# context schedule, Polar Express, AWQ-lite, LQER, the quant-gate and, with lrzip, the per-group
+# codec) on a ~1M-parameter model and the embedded corpus, two gloo ranks of one thread each
 # (2 cores), 5 minutes of training, then the full evaluation on a 32k-token slice of the
-# validation documents. 5 min 39 s in all, measured on 2 shared cores.
+# validation documents.
 # ----------------------------------------------------------------------------------------
 demo_env() {
+  export RECIPE="${RECIPE:-best}"
   export DATA_PATH="${DATA_PATH:-./data/datasets/stdlib_sp1024}"
   export TOKENIZER_PATH="${TOKENIZER_PATH:-./data/tokenizers/stdlib_1024_bpe.model}"
   export RUN_ID="${RUN_ID:-cpu_demo_$(date +%Y%m%d_%H%M%S)}"
@@ -128,11 +166,14 @@ demo_env() {
   export EVAL_STRIDE=64 VAL_BATCH_SEQS=16 VAL_MAX_TOKENS="${VAL_MAX_TOKENS:-32768}"
   export TTT_CHUNK_TOKENS=4096 TTT_BATCH_SEQS=8 TTT_EPOCHS=1 GPTQ_CALIBRATION_BATCHES=8
   export DC_ENABLED="${DC_ENABLED:-1}"
+  export TRAIN_SEQ_SCHEDULE="64@0.1,128@0.7,256@1.0" SEQ_CHANGE_WARMUP_STEPS=4  # best's 1k/2k/3k, scaled
+  export GPTQ_PASSTHROUGH_MAX_NUMEL=8192  # the demo's matrices are small: GPTQ them all, as at full size
+  command -v lrzip >/dev/null || export COMPRESSOR="${COMPRESSOR:-brotli}"
   export OMP_NUM_THREADS=1
 }
 
 run_cpu_demo() {
-  echo "run.sh: no CUDA GPU visible to PyTorch: CPU demo on the embedded standard-library corpus"
+  echo "run.sh: no CUDA GPU visible to PyTorch: CPU demo of the ${RECIPE:-best} recipe on the embedded standard-library corpus"
   install_requirements
   if [ "${CASEOPS:-0}" = 1 ]; then
     # A CaseOps build writes only into an empty folder: the demo's own output is rebuilt each time.

@@ -1,18 +1,21 @@
 """Parameter Golf: train, quantize, pack and evaluate a 16 MB language model in one file.
 
 Launch: `torchrun --standalone --nproc_per_node=8 train_gpt.py` (every knob an environment
-variable; the defaults reproduce the published record stack). A guide for readers: about 3,000
-lines at most (records ship the packed copy, so comments and docstrings cost nothing there).
+variable; the defaults reproduce the published record stack; RECIPE picks a later record's preset).
+A guide for readers: about 4,500 lines at most (records ship the packed copy, so comments and
+docstrings cost nothing there).
 
 Contents (the order a run executes them; `grep -n '^# [A-Z]' train_gpt.py`):
-  HYPERPARAMETERS  the frozen config dataclass, parsed from the environment
+  HYPERPARAMETERS  the frozen config dataclass, parsed from the environment; the RECIPES presets
   DEVICE           device, dtype, backend and distributed set-up in one helper
   DATA             shard format, the shuffled training loader, the validation stream
-  MODEL            11 layers, depth recurrence, parallel residuals, XSA, U-Net skips
-  OPTIMIZER        MuonEq-R for matrices, AdamW for the embedding and control tensors
-  TRAINING         wall-clock schedule, warm-up and restore, EMA
-  GPTQ             Hessians, GPTQ with SDClip, int6/int8
-  ARTIFACT         byte-shuffle + brotli, atomic writes, code bytes of the packed copy
+  MODEL            11 layers, depth recurrence, parallel residuals (one or two lanes), XSA, U-Net
+                   skips, SmearGate, attention gates, document-masked attention
+  OPTIMIZER        MuonEq-R (Jordan or Polar Express Newton-Schulz), AdamW for the rest
+  TRAINING         wall-clock schedule, MIN_LR floor, progressive context, warm-up and restore, EMA
+  GPTQ             Hessians, GPTQ with SDClip, per-group sigmas, quant-gate, AWQ-lite, LQER
+  ARTIFACT         byte-shuffle + brotli or the per-group lrzip codec, the fit guard, atomic
+                   writes, code bytes of the packed copy
   EVALUATION       BPB tables, plain / sliding / score-first TTT evaluation
   DUALCLOCK        causal PPM experts mixed with the network at evaluation time
   MAIN             the orchestrator
@@ -52,10 +55,11 @@ from torch.nn.parallel import DistributedDataParallel
 
 try:  # FlashAttention-3 (Hopper); the SDPA path is the reference and the CPU path.
     from flash_attn_interface import flash_attn_func as flash_attn_3_func
+    from flash_attn_interface import flash_attn_varlen_func as flash_attn_3_varlen_func
 
     FA3_ERROR = ""
 except ImportError as e:  # why it is not used, for the log header and ATTN_IMPL=fa3's error
-    flash_attn_3_func = None
+    flash_attn_3_func = flash_attn_3_varlen_func = None
     FA3_ERROR = f"{e}" or "ImportError"
 HAS_FA3 = not FA3_ERROR
 
@@ -70,13 +74,18 @@ HAS_FA3 = not FA3_ERROR
 ENV_PREFIXES = (
     "TRAIN_", "VAL_", "EVAL_", "MUON_", "ADAM_", "EMBED_", "TIED_", "MATRIX_", "SCALAR_",
     "GPTQ_", "TTT_", "DC_", "PPM_", "EMA_", "QK_", "ROPE_", "LOOP_", "MODEL_", "ATTN_",
-    "MLP_", "WARMUP_", "WARMDOWN_", "ARTIFACT_", "LOGIT_", "XSA_", "PARALLEL_",
+    "MLP_", "WARMUP_", "WARMDOWN_", "ARTIFACT_", "LOGIT_", "XSA_", "PARALLEL_", "SMEAR_", "GATE_", "SPARSE_",
+    "GATED_", "LQER_", "AWQ_", "SEQ_",
 )
+
+
+SMALL_TENSOR_MAX_NUMEL = 65_536  # tensors this small (scales, gains, mixes) stay fp16: GPTQ_PASSTHROUGH_MAX_NUMEL
 
 
 @dataclass(frozen=True)
 class Hyperparameters:
     # Paths and run identity.
+    recipe: str = "pr1493"  # a preset of knob values (RECIPES); every knob's variable still overrides it
     data_path: str = "./data/datasets/fineweb10B_sp8192"  # folder of fineweb_{train,val}_NNNNNN.bin shards
     tokenizer_path: str = "./data/tokenizers/fineweb_8192_bpe.model"  # SentencePiece model; its vocab must equal VOCAB_SIZE
     run_id: str = ""  # log file name; default: a timestamp
@@ -104,19 +113,30 @@ class Hyperparameters:
     logit_softcap: float = 30.0
     tied_embed_init_std: float = 0.005
     parallel_start_layer: int = 7  # layers from here on are parallel residual
+    parallel_lanes: int = 1  # 1: both branches read one stream (#1493); 2: attention and MLP lanes (#1529/#1530)
     xsa_last_n: int = 11  # XSA on the last N layers
     loop_start: int = 3  # first looped layer (depth recurrence)
     loop_end: int = 5  # last looped layer
     num_loops: int = 2  # extra passes over LOOP_START..LOOP_END
     enable_looping_at: float = 0.35  # fraction of training at which looping switches on
+    smear_gate_enabled: bool = False  # SmearGate (#1667): add a gated share of the previous token's embedding
+    smear_gate_bos_fix: bool = True  # ... except into a BOS (#1851): no document sees the one before it
+    gate_window: int = 12  # SmearGate and sparse attention gate read the first GATE_WINDOW channels
+    attn_out_gate_enabled: bool = False  # attention output gate 2·sigmoid(W u[:width]) per head (#1667)
+    attn_out_gate_width: int = 12  # its input channels (24 in #1790/#1874)
+    sparse_attn_gate_enabled: bool = False  # sparse attention gate sigmoid(scale · W u[:GATE_WINDOW]) per head (#1787)
+    sparse_attn_gate_scale: float = 1.0
+    attn_doc_mask: bool = False  # attention only within a document (a BOS starts one), in every forward (#1530)
     # Training (docs/architecture.md).
     iterations: int = 20000  # step cap (the wall clock usually stops first)
     train_batch_tokens: int = 786432  # global tokens per step
     train_seq_len: int = 2048
+    train_seq_schedule: str = ""  # progressive context (#2014): "1024@0.1,2048@0.7,3072@1.0", span@progress
+    seq_change_warmup_steps: int = 0  # after a context change, the LR ramps back up over this many steps
     max_wallclock_seconds: float = 600.0  # training budget incl. GPTQ reserve; 0: steps only
     gptq_reserve_seconds: float = 12.0  # kept out of the training budget for GPTQ
     warmdown_frac: float = 0.72  # final fraction with linear LR decay
-    min_lr: float = 0.0  # LR floor at the end, as a fraction of the peak
+    min_lr: float = 0.0  # floor of the LR multiplier in the warm-down (#1787)
     warmup_steps: int = 20  # compile/warm-up steps, undone afterwards
     train_log_every: int = 100
     matrix_lr: float = 0.022
@@ -126,6 +146,8 @@ class Hyperparameters:
     muon_momentum_warmup_start: float = 0.92
     muon_momentum_warmup_steps: int = 1500
     muon_backend_steps: int = 5
+    muon_ns_coefficients: str = "jordan"  # jordan: one quintic (a, b, c) every step; polar_express: one per step (#1344)
+    muon_bf16_momentum: bool = False  # momentum and Nesterov sum in bf16, as the frontier's parameter banks (#1523)
     muon_wd: float = 0.095
     embed_wd: float = 0.085
     adam_wd: float = 0.02
@@ -138,10 +160,23 @@ class Hyperparameters:
     gptq_calibration_batches: int = 64  # training micro-batches for the Hessians
     gptq_block_size: int = 128
     gptq_damp: float = 0.01
+    gptq_passthrough_max_numel: int = SMALL_TENSOR_MAX_NUMEL  # floating tensors this small stay fp16 (tiny models: lower)
     matrix_bits: int = 6
     embed_bits: int = 8
     matrix_clip_sigmas: float = 12.85  # SDClip k for int6 matrices
-    embed_clip_sigmas: float = 20.0  # SDClip k for the int8 embedding
+    mlp_clip_sigmas: float = 0.0  # SDClip k for MLP matrices (#1586); 0: MATRIX_CLIP_SIGMAS
+    attn_clip_sigmas: float = 0.0  # SDClip k for attention matrices (#1586); 0: MATRIX_CLIP_SIGMAS
+    embed_clip_sigmas: float = 20.0  # SDClip k for the embedding
+    gated_attn_quant_gate: bool = False  # attention gate weights as int8 per row instead of fp16 (#1736)
+    lqer_enabled: bool = False  # low-rank correction of the worst-quantized matrices (#1797)
+    lqer_rank: int = 4
+    lqer_top_k: int = 3  # how many matrices (largest quantization error) get one
+    lqer_asym_group: int = 64  # int4 group size of the B factor (A is int2 per matrix)
+    awq_lite_enabled: bool = False  # one column group of the whole model quantized at AWQ_LITE_BITS (#1908)
+    awq_lite_bits: int = 8
+    awq_lite_group_size: int = 64
+    awq_lite_group_top_k: int = 1
+    compressor: str = "brotli"  # brotli | pergroup (lrzip ZPAQ per tensor group, #1855; needs the lrzip program)
     artifact_limit_bytes: int = 16_000_000  # decimal cap on code + model bytes
     # Evaluation (docs/evaluation.md).
     eval_seq_len: int = 2048
@@ -195,7 +230,11 @@ class Hyperparameters:
         if unknown:
             raise ValueError(f"unknown environment variable(s) {unknown}: not a field of Hyperparameters "
                              f"(typo? the variable is the field name in upper case)")
-        h = cls(**{f.name: _parse_field(f, env[upper]) for upper, f in names.items() if upper in env})
+        recipe = env.get("RECIPE", cls.recipe)
+        if recipe not in RECIPES:
+            raise ValueError(f"RECIPE={recipe!r}: not one of {sorted(RECIPES)}")
+        values = {**RECIPES[recipe], **{f.name: _parse_field(f, env[upper]) for upper, f in names.items() if upper in env}}
+        h = cls(**values)
         h.validate()
         return h
 
@@ -230,6 +269,20 @@ class Hyperparameters:
              "DC_BUCKETS_G and DC_BUCKETS_L must be powers of two"),
             (len(self.dc_prior) == 3 and abs(sum(self.dc_prior) - 1) < 1e-6, "DC_PRIOR must be 3 weights summing to 1"),
             (2 <= self.matrix_bits <= 8 and 2 <= self.embed_bits <= 8, "MATRIX_BITS and EMBED_BITS must be in 2..8"),
+            (self.parallel_lanes in (1, 2), "PARALLEL_LANES must be 1 or 2"),
+            (not (self.attn_out_gate_enabled and self.sparse_attn_gate_enabled),
+             "ATTN_OUT_GATE_ENABLED and SPARSE_ATTN_GATE_ENABLED are exclusive (one gate per head)"),
+            (1 <= self.gate_window <= self.model_dim and 1 <= self.attn_out_gate_width <= self.model_dim,
+             "GATE_WINDOW and ATTN_OUT_GATE_WIDTH must be in 1..MODEL_DIM"),
+            (self.muon_ns_coefficients in NEWTON_SCHULZ_COEFFICIENTS,
+             f"MUON_NS_COEFFICIENTS must be one of {sorted(NEWTON_SCHULZ_COEFFICIENTS)}"),
+            (self.compressor in ("brotli", "pergroup"), "COMPRESSOR must be brotli or pergroup"),
+            (self.lqer_rank >= 1 and self.lqer_top_k >= 0 and self.lqer_asym_group >= 1, "bad LQER_* values"),
+            (2 <= self.awq_lite_bits <= 8 and self.awq_lite_group_size >= 1, "bad AWQ_LITE_* values"),
+            (not self.train_seq_schedule or self.attn_doc_mask,
+             "TRAIN_SEQ_SCHEDULE caps the attention span of document segments: it needs ATTN_DOC_MASK=1"),
+            (all(span <= self.train_seq_len for span, _ in seq_schedule(self)),
+             "every TRAIN_SEQ_SCHEDULE span must be at most TRAIN_SEQ_LEN (the row length)"),
         ]
         for ok, message in checks:
             if not ok:
@@ -237,6 +290,40 @@ class Hyperparameters:
 
     def to_log(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+
+# The recipes (docs/architecture.md, the README's recipe table): each a table of knob values over the defaults,
+# which are pr1493's. The frontier stacks share their model and optimizer; they differ in the gates, the clip
+# sigmas, the warm-down and what the artifact adds. The evaluation stays ours (stream TTT); their phased
+# document-LoRA TTT and CaseOps data are not part of a recipe.
+FRONTIER_BASE = dict(
+    parallel_lanes=2, parallel_start_layer=8,  # two lanes from layer 8 (#1529/#1530)
+    smear_gate_enabled=True, attn_doc_mask=True,  # SmearGate (#1667); document-masked attention (#1530)
+    muon_momentum=0.97, muon_ns_coefficients="polar_express", matrix_lr=0.026, min_lr=0.10,  # #1514, #1787, #1586
+    muon_bf16_momentum=True,  # #1523's banks
+    embed_bits=7, gptq_calibration_batches=16, lqer_enabled=True,  # #1586, #1626, #1797
+)
+RECIPES: dict[str, dict] = {
+    "pr1493": {},  # the defaults: the published 1.0810 stack
+    "pr1874": dict(FRONTIER_BASE, smear_gate_bos_fix=False, attn_out_gate_enabled=True, attn_out_gate_width=24,
+                   warmdown_frac=0.75, gptq_reserve_seconds=4.0,
+                   mlp_clip_sigmas=12.0, attn_clip_sigmas=13.0, embed_clip_sigmas=15.0),
+    "pr1855": dict(FRONTIER_BASE, qk_gain_init=5.0, sparse_attn_gate_enabled=True, sparse_attn_gate_scale=0.5,
+                   gated_attn_quant_gate=True, warmdown_frac=0.85, beta2=0.99, gptq_reserve_seconds=0.5,
+                   mlp_clip_sigmas=11.5, attn_clip_sigmas=13.0, embed_clip_sigmas=14.0, compressor="pergroup"),
+}
+# best: the #2014 record (#1855 + #1945/#1953/#2014's legal levers) without its AsymLogit, which never trains.
+RECIPES["best"] = dict(RECIPES["pr1855"], qk_gain_init=5.25, gptq_reserve_seconds=4.0, awq_lite_enabled=True,
+                       train_seq_len=3072, eval_seq_len=3072, train_seq_schedule="1024@0.1,2048@0.7,3072@1.0",
+                       seq_change_warmup_steps=32)
+
+
+def seq_schedule(h: Hyperparameters) -> list[tuple[int, float]]:
+    """TRAIN_SEQ_SCHEDULE as [(span, until_progress), ...]; empty: one span, TRAIN_SEQ_LEN."""
+    if not h.train_seq_schedule:
+        return []
+    stages = [item.split("@") for item in h.train_seq_schedule.split(",")]
+    return [(int(span), float(until)) for span, until in stages]
 
 
 def _parse_field(f: dataclasses.Field, text: str):
@@ -526,8 +613,26 @@ def apply_partial_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return torch.cat((out, rest), dim=-1)
 
 
-def causal_attention(q: Tensor, k: Tensor, v: Tensor, impl: str) -> Tensor:
-    """The one attention dispatch point. q (B, T, H, D), k/v (B, T, Hkv, D) -> (B, T, H, D)."""
+def document_segments(input_ids: Tensor, span: int = 0) -> Tensor:
+    """(B, T) segment ids for document-masked attention (#1530): a segment starts at every BOS and at each
+    row's first position, and (span > 0) every `span` tokens into a document (TRAIN_SEQ_SCHEDULE's cap).
+    Ids increase along the flattened batch, so no two rows share one."""
+    B, T = input_ids.shape
+    position = torch.arange(T, device=input_ids.device).expand(B, T)
+    starts = (input_ids == BOS_ID) | (position == 0)
+    if span > 0:
+        document_start = torch.cummax(torch.where(starts, position, torch.zeros_like(position)), dim=1).values
+        starts = starts | ((position - document_start) % span == 0)
+    return torch.cumsum(starts.flatten().long(), 0).view(B, T)
+
+
+def causal_attention(q: Tensor, k: Tensor, v: Tensor, impl: str, segments: Tensor | None = None) -> Tensor:
+    """The one attention dispatch point. q (B, T, H, D), k/v (B, T, Hkv, D) -> (B, T, H, D). With (B, T)
+    `segments`, a position attends only to earlier positions of its own segment: FA3's variable-length
+    function on the GPU (the rows flattened into one, cut at segment starts), a block-diagonal causal mask
+    for SDPA (exactly equal; memory T² per row)."""
+    if segments is not None:
+        return segment_attention(q, k, v, impl, segments)
     if impl == "fa3":
         # FA3 is not autocast-aware: the QK-norm may have left q, k in fp32. Some releases
         # return (out, softmax_lse).
@@ -535,6 +640,23 @@ def causal_attention(q: Tensor, k: Tensor, v: Tensor, impl: str) -> Tensor:
         return (out[0] if isinstance(out, tuple) else out).to(v.dtype)
     out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
                                          is_causal=True, enable_gqa=q.size(2) != k.size(2))
+    return out.transpose(1, 2)
+
+
+def segment_attention(q: Tensor, k: Tensor, v: Tensor, impl: str, segments: Tensor) -> Tensor:
+    B, T, H, D = q.shape
+    if impl == "fa3":
+        flat = segments.flatten()
+        starts = torch.nonzero(torch.diff(flat, prepend=flat[:1] - 1)).flatten()
+        cu_seqlens = torch.cat((starts, starts.new_tensor([B * T]))).to(torch.int32)
+        # No segment is longer than a row: T bounds max_seqlen without reading the lengths (a host sync).
+        out = flash_attn_3_varlen_func(q.bfloat16().flatten(0, 1), k.bfloat16().flatten(0, 1),
+                                       v.bfloat16().flatten(0, 1), cu_seqlens, cu_seqlens, T, T, causal=True)
+        return (out[0] if isinstance(out, tuple) else out).view(B, T, H, D).to(v.dtype)
+    same = segments[:, :, None] == segments[:, None, :]  # (B, T, T)
+    mask = (same & torch.ones(T, T, dtype=torch.bool, device=q.device).tril())[:, None]
+    out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                         attn_mask=mask, enable_gqa=q.size(2) != k.size(2))
     return out.transpose(1, 2)
 
 
@@ -561,8 +683,25 @@ class Attention(nn.Module):
         self.q_gain = nn.Parameter(torch.full((h.num_heads,), h.qk_gain_init))
         self.use_xsa = use_xsa
         self.attn_impl = "sdpa"  # set by GPT.set_attention_impl from the Runtime
+        # Per-head gate on the attention output, g = amplitude·sigmoid(scale · W u[:width]) with u the attention's
+        # (normed) input: the output gate (#1667) is 2·sigmoid(W u[:24]), 1 at init; the sparse gate (#1787)
+        # sigmoid(κ·W u[:12]), 0.5 at init. W (heads, width) starts at zero; a plain parameter (AdamW, fp16 or
+        # the int8 quant-gate in the artifact), not an nn.Linear (those are Muon's and GPTQ's).
+        self.gate = None
+        if h.attn_out_gate_enabled:
+            self.gate = (2.0, 1.0)
+            self.attn_gate_w = nn.Parameter(torch.zeros(h.num_heads, h.attn_out_gate_width))
+        elif h.sparse_attn_gate_enabled:
+            self.gate = (1.0, h.sparse_attn_gate_scale)
+            self.attn_gate_w = nn.Parameter(torch.zeros(h.num_heads, h.gate_window))
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    def head_gate(self, u: Tensor) -> Tensor:
+        """(B, T, d) attention input -> (B, T, H, 1) gate of each head's output."""
+        amplitude, scale = self.gate
+        z = F.linear(u[..., :self.attn_gate_w.size(1)], self.attn_gate_w.to(u.dtype))
+        return (amplitude * torch.sigmoid(scale * z)).unsqueeze(-1)
+
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, segments: Tensor | None = None) -> Tensor:
         B, T, _ = x.shape
         q = self.q(x).view(B, T, self.num_heads, self.head_dim)
         k = self.k(x).view(B, T, self.num_kv_heads, self.head_dim)
@@ -570,7 +709,7 @@ class Attention(nn.Module):
         q, k = rms_norm(q), rms_norm(k)  # QK-norm per head
         q, k = apply_partial_rotary(q, cos, sin), apply_partial_rotary(k, cos, sin)
         q = q * self.q_gain.to(q.dtype)[None, None, :, None]
-        y = causal_attention(q, k, v, self.attn_impl)  # (B, T, H, D)
+        y = causal_attention(q, k, v, self.attn_impl, segments)  # (B, T, H, D)
         if self.use_xsa:
             # XSA: remove from each head's output its component along the (unit) value vector
             # of its own position in its KV group, leaving what context adds beyond "self".
@@ -578,6 +717,8 @@ class Attention(nn.Module):
             unit_v = F.normalize(v, dim=-1).unsqueeze(3)  # (B, T, Hkv, 1, D)
             y = y.view(B, T, self.num_kv_heads, groups, self.head_dim)
             y = y - (y * unit_v).sum(-1, keepdim=True) * unit_v
+        if self.gate is not None:  # after XSA, before the heads merge (#1855's order)
+            y = y.reshape(B, T, self.num_heads, self.head_dim) * self.head_gate(x).to(y.dtype)
         return self.proj(y.reshape(B, T, self.num_heads * self.head_dim))
 
 
@@ -602,15 +743,35 @@ class Block(nn.Module):
         self.norm_scale = 1.0 / math.sqrt(layer_index + 1)  # LN scale: deeper layers read smaller inputs
         self.parallel = layer_index >= h.parallel_start_layer
 
-    def forward(self, x: Tensor, x0: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    def mixed(self, x: Tensor, x0: Tensor) -> Tensor:
         mix = self.resid_mix.to(x.dtype)
-        x_in = mix[0] * x + mix[1] * x0
-        attn_out = self.attn(rms_norm(x_in) * self.norm_scale, cos, sin)
-        if self.parallel:  # both branches read x_in
-            mlp_out = self.mlp(rms_norm(x_in) * self.norm_scale)
-            return x_in + self.attn_scale.to(x.dtype) * attn_out + self.mlp_scale.to(x.dtype) * mlp_out
-        x = x_in + self.attn_scale.to(x.dtype) * attn_out
-        return x + self.mlp_scale.to(x.dtype) * self.mlp(rms_norm(x) * self.norm_scale)
+        return mix[0] * x + mix[1] * x0
+
+    def attend(self, x: Tensor, cos: Tensor, sin: Tensor, segments: Tensor | None) -> Tensor:
+        """The scaled attention branch of a stream x."""
+        return self.attn_scale.to(x.dtype) * self.attn(rms_norm(x) * self.norm_scale, cos, sin, segments)
+
+    def feed(self, x: Tensor) -> Tensor:
+        """The scaled MLP branch of a stream x."""
+        return self.mlp_scale.to(x.dtype) * self.mlp(rms_norm(x) * self.norm_scale)
+
+    def forward(self, x: Tensor, x0: Tensor, cos: Tensor, sin: Tensor, segments: Tensor | None = None) -> Tensor:
+        """One stream: sequential, or GPT-J parallel (both branches read x_in) from PARALLEL_START_LAYER."""
+        x_in = self.mixed(x, x0)
+        if self.parallel:
+            return x_in + self.attend(x_in, cos, sin, segments) + self.feed(x_in)
+        x = x_in + self.attend(x_in, cos, sin, segments)
+        return x + self.feed(x)
+
+    def two_lanes(self, lane0: Tensor, lane1: Tensor, x0: Tensor, cos: Tensor, sin: Tensor, segments: Tensor | None,
+                  post: Tensor, resid: Tensor) -> tuple[Tensor, Tensor]:
+        """Two-lane parallel block (#1529/#1530): attention reads lane 0 (with resid_mix), the MLP lane 1 (no
+        x0); each lane keeps resid[lane]·itself and takes post[branch, lane] of each branch. post (2, 2), resid (2,)."""
+        a = self.attend(self.mixed(lane0, x0), cos, sin, segments)
+        m = self.feed(lane1)
+        post, resid = post.to(lane0.dtype), resid.to(lane0.dtype)
+        return (resid[0] * lane0 + post[0, 0] * a + post[1, 0] * m,
+                resid[1] * lane1 + post[0, 1] * a + post[1, 1] * m)
 
 
 def layer_schedule(h: Hyperparameters, looping: bool) -> tuple[list[int], list[int]]:
@@ -635,7 +796,14 @@ class GPT(nn.Module):
         self.skip_weights = nn.Parameter(torch.ones(num_skips, h.model_dim))
         self.skip_gates = nn.Parameter(torch.zeros(num_skips, h.model_dim))
         self.final_norm = RMSNorm()
+        if h.parallel_lanes == 2:  # lane mixing of the two-lane blocks, one slot per physical layer (66 values)
+            self.parallel_post_lambdas = nn.Parameter(torch.ones(h.num_layers, 2, 2))
+            self.parallel_resid_lambdas = nn.Parameter(torch.full((h.num_layers, 2), 1.1))
+        if h.smear_gate_enabled:  # SmearGate: transparent at init (both zero)
+            self.smear_gate = nn.Parameter(torch.zeros(1, h.gate_window))
+            self.smear_lambda = nn.Parameter(torch.zeros(1))
         self.looping = False
+        self.span = 0  # the attention span cap of document segments (TRAIN_SEQ_SCHEDULE's stage); 0: none
         self._init_weights()
         # RoPE tables, fp32 buffers made here: filling a cache inside the first compiled trace costs one more
         # compile, and the published code forms its positions in bf16, where 2,048 positions collapse into 641
@@ -668,24 +836,49 @@ class GPT(nn.Module):
             return self.rotary_long[0], self.rotary_long[1]
         return rotary_tables(seq_len, self.h.rope_dims, self.h.rope_base, self.h.train_seq_len, self.rotary.device)
 
+    def smear(self, e: Tensor, input_ids: Tensor) -> Tensor:
+        """SmearGate (#1667): e'_t = e_t + λ·sigmoid(w·e_t[:GATE_WINDOW])·e_{t-1} for t >= 1, from the
+        un-smeared e_{t-1}; with the BOS fix (#1851) nothing flows into a BOS, so no document reads the
+        previous one's last token. (B, T, d) embeddings -> same."""
+        gate = self.smear_lambda.to(e.dtype) * torch.sigmoid(F.linear(e[:, 1:, :self.h.gate_window],
+                                                                       self.smear_gate.to(e.dtype)))
+        if self.h.smear_gate_bos_fix:
+            gate = gate * (input_ids[:, 1:] != BOS_ID).unsqueeze(-1).to(e.dtype)
+        return torch.cat((e[:, :1], e[:, 1:] + gate * e[:, :-1]), dim=1)
+
     def hidden(self, input_ids: Tensor) -> Tensor:
         """(B, T) token ids -> (B, T, d) final-normed hidden states (the head's input). The residual stream
-        is kept in the embedding's dtype (bf16 on CUDA), whatever precision autocast picks for the norm."""
+        is kept in the embedding's dtype (bf16 on CUDA), whatever precision autocast picks for the norm.
+        Every path (training, each evaluation, TTT, calibration) runs this one forward."""
         cos, sin = self._rotary(input_ids.size(1))
-        x = x0 = rms_norm(self.tok_emb(input_ids)).to(self.tok_emb.weight.dtype)
+        embedded = self.tok_emb(input_ids)
+        if self.h.smear_gate_enabled:
+            embedded = self.smear(embedded, input_ids)
+        x = x0 = rms_norm(embedded).to(self.tok_emb.weight.dtype)
+        segments = document_segments(input_ids, self.span) if self.h.attn_doc_mask else None
         encoder, decoder = layer_schedule(self.h, self.looping)
         skips = []
         for layer in encoder:
-            x = self.blocks[layer](x, x0, cos, sin)
+            x = self.blocks[layer](x, x0, cos, sin, segments)
             skips.append(x)
+        lane1 = None  # the MLP lane, once the two-lane blocks begin; x is then lane 0
         for i, layer in enumerate(decoder):
+            block = self.blocks[layer]
+            if lane1 is None and block.parallel and self.h.parallel_lanes == 2:
+                lane1 = x  # the lanes split at the first two-lane block, before its skip
             if i < self.skip_weights.size(0) and skips:
-                # U-Net skip, last encoder output first: x = lerp(w*skip, x, sigmoid(g)).
+                # U-Net skip, last encoder output first: x = lerp(w*skip, x, sigmoid(g)); lane 0 only.
                 weighted = self.skip_weights[i].to(x.dtype) * skips.pop()
                 gate = self.skip_gates[i]  # sigmoid in fp32, then the stream's dtype (published: the reverse)
                 gate = torch.sigmoid(gate.to(x.dtype)) if self.h.model_published_numerics else torch.sigmoid(gate).to(x.dtype)
                 x = torch.lerp(weighted, x, gate)
-            x = self.blocks[layer](x, x0, cos, sin)
+            if lane1 is None:
+                x = block(x, x0, cos, sin, segments)
+            else:
+                x, lane1 = block.two_lanes(x, lane1, x0, cos, sin, segments, self.parallel_post_lambdas[layer],
+                                           self.parallel_resid_lambdas[layer])
+        if lane1 is not None:
+            x = 0.5 * (x + lane1)  # PARALLEL_FINAL_LANE=mean
         return self.final_norm(x)
 
     def logits(self, hidden: Tensor) -> Tensor:
@@ -745,23 +938,39 @@ def place_model(model: GPT, runtime: Runtime) -> GPT:
 # iteration (Keller Jordan's Muon, modded-nanogpt). AdamW for the embedding and controls.
 # -----------------------------------------------------------------------------
 
-NEWTON_SCHULZ_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
+# (a, b, c) per iteration. jordan: Keller Jordan's quintic, repeated. polar_express (#1344, adopted by #1787):
+# minimax-tuned tuples, one per step; past the fifth step the records run no more (newton_schulz stops there).
+NEWTON_SCHULZ_COEFFICIENTS = {
+    "jordan": ((3.4445, -4.7750, 2.0315),),
+    "polar_express": (
+        (8.156554524902461, -22.48329292557795, 15.878769915207462),
+        (4.042929935166739, -2.808917465908714, 0.5000178451051316),
+        (3.8916678022926607, -2.772484153217685, 0.5060648178503393),
+        (3.285753657755655, -2.3681294933425376, 0.46449024233003106),
+        (2.3465413258596377, -1.7097828382687081, 0.42323551169305323),
+    ),
+}
+
+
+def newton_schulz_steps(name: str, steps: int) -> tuple[tuple[float, float, float], ...]:
+    """The (a, b, c) of each iteration: a single tuple repeats; a list is used once each, at most its length."""
+    table = NEWTON_SCHULZ_COEFFICIENTS[name]
+    return table * steps if len(table) == 1 else table[:steps]
 
 
 def newton_schulz_dtype(tensor: Tensor) -> torch.dtype:
     return torch.bfloat16 if tensor.is_cuda else torch.float32
 
 
-def newton_schulz(gradient: Tensor, steps: int) -> Tensor:
+def newton_schulz(gradient: Tensor, steps: int, coefficients: str = "jordan") -> Tensor:
     """Push the singular values of a (rows, cols) matrix towards 1 with a quintic iteration
     X <- aX + (bA + cA²)X, A = XXᵀ, run on the wide orientation (cheaper Gram matrix); in bf16 on
     CUDA, fp32 on the CPU, and returned in that dtype (the Muon exchange sends it as it is)."""
-    a, b, c = NEWTON_SCHULZ_COEFFICIENTS
     x = gradient.to(newton_schulz_dtype(gradient))
     transposed = x.size(0) > x.size(1)
     x = x.T if transposed else x
     x = x / (x.norm() + 1e-7)  # spectral norm <= Frobenius norm <= 1: inside the basin
-    for _ in range(steps):
+    for a, b, c in newton_schulz_steps(coefficients, steps):
         gram = x @ x.T
         x = a * x + (b * gram + c * gram @ gram) @ x
     return x.T if transposed else x
@@ -775,9 +984,11 @@ class Muon(torch.optim.Optimizer):
     momentum. `orthogonalize` is newton_schulz, compiled on CUDA."""
 
     def __init__(self, params, lr: float, momentum: float, weight_decay: float, backend_steps: int,
-                 runtime: Runtime | None = None, orthogonalize: Callable = newton_schulz):
+                 runtime: Runtime | None = None, orthogonalize: Callable = newton_schulz,
+                 ns_coefficients: str = "jordan", bf16_momentum: bool = False):
         super().__init__(list(params), dict(lr=lr, momentum=momentum, weight_decay=weight_decay,
-                                            backend_steps=backend_steps))
+                                            backend_steps=backend_steps, ns_coefficients=ns_coefficients,
+                                            bf16_momentum=bf16_momentum))
         self.runtime, self.orthogonalize = runtime, orthogonalize
 
     @torch.no_grad()
@@ -793,15 +1004,18 @@ class Muon(torch.optim.Optimizer):
                                device=params[0].device)
             updates = [u.view_as(p) for u, p in zip(flat.split([p.numel() for p in params]), params)]
             for i, p in enumerate(params):
-                if "momentum_buffer" not in self.state[p]:
-                    self.state[p]["momentum_buffer"] = torch.zeros_like(p)
+                if "momentum_buffer" not in self.state[p]:  # bf16 as the frontier's banked Muon keeps it (#1523)
+                    self.state[p]["momentum_buffer"] = torch.zeros_like(
+                        p, dtype=torch.bfloat16 if group["bf16_momentum"] else p.dtype)
                 buffer = self.state[p]["momentum_buffer"]
-                buffer.mul_(group["momentum"]).add_(p.grad)
+                grad = p.grad.to(buffer.dtype)
+                buffer.mul_(group["momentum"]).add_(grad)
                 if i % world_size != rank:
                     continue
-                direction = p.grad.add(buffer, alpha=group["momentum"])  # Nesterov
-                direction = direction / (direction.norm(dim=1, keepdim=True) + 1e-7)  # row equilibration
-                updates[i].copy_(self.orthogonalize(direction, group["backend_steps"]))
+                direction = grad.add(buffer, alpha=group["momentum"])  # Nesterov
+                unit = direction.float() / (direction.float().norm(dim=1, keepdim=True) + 1e-7)  # row equilibration
+                direction = unit.to(direction.dtype)
+                updates[i].copy_(self.orthogonalize(direction, group["backend_steps"], group["ns_coefficients"]))
             if world_size > 1:
                 dist.all_reduce(flat)
             for p, update in zip(params, updates):
@@ -841,7 +1055,8 @@ def build_optimizers(model: GPT, h: Hyperparameters, runtime: Runtime) -> Optimi
     matrix_ids = {id(p) for p in matrices}
     controls = [p for name, p in model.named_parameters() if id(p) not in matrix_ids and name != "tok_emb.weight"]
     muon = Muon(matrices, lr=h.matrix_lr, momentum=h.muon_momentum, weight_decay=h.muon_wd,
-                backend_steps=h.muon_backend_steps, runtime=runtime, orthogonalize=maybe_compile(newton_schulz, runtime))
+                backend_steps=h.muon_backend_steps, runtime=runtime, orthogonalize=maybe_compile(newton_schulz, runtime),
+                ns_coefficients=h.muon_ns_coefficients, bf16_momentum=h.muon_bf16_momentum)
     adam = torch.optim.AdamW(
         [dict(params=[model.tok_emb.weight], lr=h.tied_embed_lr, weight_decay=h.embed_wd),
          dict(params=controls, lr=h.scalar_lr, weight_decay=h.adam_wd)],
@@ -881,17 +1096,31 @@ class Logger:
 
 
 def lr_scale(progress: float, h: Hyperparameters) -> float:
-    """1 until 1 - WARMDOWN_FRAC of training, then linear down to MIN_LR at the end."""
+    """1 until 1 - WARMDOWN_FRAC of training, then linear towards 0 at the end, floored at MIN_LR (#1787:
+    a floor of the multiplier, reached at 1 - MIN_LR·WARMDOWN_FRAC and held)."""
     decay_start = 1.0 - h.warmdown_frac
     if progress <= decay_start or h.warmdown_frac <= 0:
         return 1.0
-    remaining = max(0.0, 1.0 - progress) / h.warmdown_frac
-    return h.min_lr + (1.0 - h.min_lr) * remaining
+    return max(max(0.0, 1.0 - progress) / h.warmdown_frac, h.min_lr)
 
 
 def muon_momentum_at(step: int, h: Hyperparameters) -> float:
     warm = min(1.0, step / h.muon_momentum_warmup_steps) if h.muon_momentum_warmup_steps > 0 else 1.0
     return h.muon_momentum_warmup_start + warm * (h.muon_momentum - h.muon_momentum_warmup_start)
+
+
+def span_at(progress: float, h: Hyperparameters) -> int:
+    """The attention span cap of TRAIN_SEQ_SCHEDULE at this progress (#2014): the first stage whose
+    threshold is not passed; 0 (no cap beyond the row) without a schedule."""
+    stages = seq_schedule(h)
+    return next((span for span, until in stages if progress <= until), stages[-1][0]) if stages else 0
+
+
+def rewarm_scale(step: int, changed_at: int, h: Hyperparameters) -> float:
+    """After the span changes at step s0 > 0, the LR multiplier ramps back: min(1, (step - s0 + 1) / N)."""
+    if changed_at <= 0 or h.seq_change_warmup_steps <= 0:
+        return 1.0
+    return min(1.0, (step - changed_at + 1) / h.seq_change_warmup_steps)
 
 
 def sequences_per_micro_step(h: Hyperparameters, runtime: Runtime) -> tuple[int, int]:
@@ -980,17 +1209,21 @@ def warm_up_and_restore(state: TrainState, h: Hyperparameters, runtime: Runtime,
     began = time.perf_counter()
     model_state = {k: v.detach().clone() for k, v in state.model.state_dict().items()}
     optimizer_states = [copy.deepcopy(o.state_dict()) for o in state.optimizers.all()]
+    # With torch.compile every stage's span is its own graph: compile them all here (eager needs none).
+    spans = (sorted({span for span, _ in seq_schedule(h)}) if runtime.compile else []) or [0]
     for looping in (False, True) if h.num_loops > 0 else (False,):
         state.model.looping = looping
-        for _ in range(h.warmup_steps):
-            train_step(state, h, runtime)
+        for span in spans:
+            state.model.span = span
+            for _ in range(h.warmup_steps):
+                train_step(state, h, runtime)
     runtime.synchronize()
-    state.model.looping = False
+    state.model.looping, state.model.span = False, 0
     state.model.load_state_dict(model_state)
     for optimizer, optimizer_state in zip(state.optimizers.all(), optimizer_states):
         optimizer.load_state_dict(optimizer_state)
     state.loader.reset()
-    log.fields("warmup_done", steps=h.warmup_steps * (1 + (h.num_loops > 0)),
+    log.fields("warmup_done", steps=h.warmup_steps * (1 + (h.num_loops > 0)) * len(spans),
                warmup_time_ms=round(1000 * (time.perf_counter() - began)), compile=int(runtime.compile))
 
 
@@ -1018,13 +1251,17 @@ def train(model: GPT, h: Hyperparameters, runtime: Runtime, loader: TrainLoader,
     budget_ms = 1000.0 * (h.max_wallclock_seconds - h.gptq_reserve_seconds) if h.max_wallclock_seconds > 0 else math.inf
     runtime.synchronize()
     start = time.perf_counter()
-    elapsed_ms, step = 0.0, 0
+    elapsed_ms, step, span_changed_at = 0.0, 0, 0
+    model.span = span_at(0.0, h)
     while step < h.iterations:
         progress = max(step / h.iterations, elapsed_ms / budget_ms)
         if not model.looping and h.num_loops > 0 and progress >= h.enable_looping_at:
             model.looping = True
             log.fields("looping_enabled", step=step, train_time_ms=round(elapsed_ms))
-        state.optimizers.set_lr_scale(lr_scale(progress, h))
+        if span_at(progress, h) != model.span:
+            model.span, span_changed_at = span_at(progress, h), step
+            log.fields("span_changed", step=step, span=model.span, train_time_ms=round(elapsed_ms))
+        state.optimizers.set_lr_scale(lr_scale(progress, h) * rewarm_scale(step, span_changed_at, h))
         state.optimizers.set_muon_momentum(muon_momentum_at(step, h))
         loss = train_step(state, h, runtime)
         ema.update(model)
@@ -1044,6 +1281,7 @@ def train(model: GPT, h: Hyperparameters, runtime: Runtime, loader: TrainLoader,
         if stop:
             break
     ema.apply_to(model)
+    model.span = 0
     peak_mib = torch.cuda.max_memory_allocated() / 2**20 if runtime.is_cuda else 0.0
     log.fields("train_done", steps=step, train_time_ms=round(elapsed_ms), peak_memory_mib=round(peak_mib))
     return {"steps": step, "train_time_ms": elapsed_ms}
@@ -1058,7 +1296,6 @@ def train(model: GPT, h: Hyperparameters, runtime: Runtime, loader: TrainLoader,
 # -----------------------------------------------------------------------------
 
 EMBEDDING_KEY = "tok_emb.weight"
-SMALL_TENSOR_MAX_NUMEL = 65_536  # tensors this small (scales, gains, mixes) stay fp16
 
 
 def collect_hessians(model: nn.Module, batches: Iterator[Tensor], runtime: Runtime) -> dict[str, Tensor]:
@@ -1115,10 +1352,13 @@ def round_to_nearest(weight: Tensor, scale: Tensor, bits: int) -> Tensor:
 
 
 def gptq_quantize(weight: Tensor, hessian: Tensor, bits: int, clip_sigmas: float,
-                  block_size: int = 128, damp: float = 0.01) -> tuple[Tensor, Tensor]:
+                  block_size: int = 128, damp: float = 0.01, protected: tuple[int, int, int, Tensor] | None = None
+                  ) -> tuple[Tensor, Tensor]:
     """GPTQ of weight (rows, cols) given H (cols, cols): returns ints int8 (rows, cols) in
-    [-r, r] and fp16 scales (rows,), so that weight ≈ ints · scale[:, None]. One matrix at a time:
-    the yardstick that gptq_quantize_stack (what a run calls) must match bit for bit (SOURCE_ONLY)."""
+    [-r, r] and fp16 scales (rows,), so that weight ≈ ints · scale[:, None]. `protected` = (start, size, bits,
+    fp16 scale (rows,)): AWQ-lite (#1908), those input columns are rounded at their own bits and per-row
+    scale instead, and their error feeds back like any other column's. One matrix at a time: the yardstick
+    that gptq_quantize_stack (what a run calls) must match bit for bit (SOURCE_ONLY)."""
     max_int = 2 ** (bits - 1) - 1
     scale = sdclip_scale(weight, bits, clip_sigmas)
     row_scale = scale.float()[:, None].to(hessian.device)  # (rows, 1), the exact fp16 values
@@ -1137,6 +1377,13 @@ def gptq_quantize(weight: Tensor, hessian: Tensor, bits: int, clip_sigmas: float
     U = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H.double())), upper=True).to(H.dtype)
     ints = torch.zeros_like(W)
     cols = W.shape[1]
+    rounding = [(row_scale, max_int)] * cols  # per (permuted) column: the scale and range it rounds to
+    if protected is not None:
+        first, size, high_bits, high_scale = protected
+        high = (high_scale.float()[:, None].to(hessian.device), 2 ** (high_bits - 1) - 1)
+        for position, column_index in enumerate(order.tolist()):
+            if first <= column_index < first + size:
+                rounding[position] = high
     for start in range(0, cols, block_size):
         end = min(start + block_size, cols)
         block = W[:, start:end].clone()  # (rows, width), updated in place as columns are rounded
@@ -1144,9 +1391,10 @@ def gptq_quantize(weight: Tensor, hessian: Tensor, bits: int, clip_sigmas: float
         U_block = U[start:end, start:end]
         for i in range(end - start):
             column = block[:, i:i + 1]  # (rows, 1)
-            q = torch.clamp(torch.round(column / row_scale), -max_int, max_int)
+            column_scale, column_max = rounding[start + i]
+            q = torch.clamp(torch.round(column / column_scale), -column_max, column_max)
             ints[:, start + i:start + i + 1] = q
-            error = (column - q * row_scale) / U_block[i, i]
+            error = (column - q * column_scale) / U_block[i, i]
             block[:, i:] -= error * U_block[i:i + 1, i:]  # (rows, 1) x (1, width - i)
             errors[:, i:i + 1] = error
         W[:, end:] -= errors @ U[start:end, end:]  # the block's errors onto all later columns
@@ -1156,14 +1404,15 @@ def gptq_quantize(weight: Tensor, hessian: Tensor, bits: int, clip_sigmas: float
 
 
 def gptq_quantize_stack(weights: tuple[Tensor, ...], hessians: tuple[Tensor, ...], bits: tuple[int, ...],
-                        clip_sigmas: tuple[float, ...], block_size: int = 128,
-                        damp: float = 0.01) -> list[tuple[Tensor, Tensor]]:
+                        clip_sigmas: tuple[float, ...], block_size: int = 128, damp: float = 0.01,
+                        protected: tuple[tuple | None, ...] | None = None) -> list[tuple[Tensor, Tensor]]:
     """GPTQ of M same-shape matrices (rows, cols) at once, each with its own H (cols, cols), bits and clip:
     (int8 ints, fp16 scales) per matrix, bit-identical to gptq_quantize (the yardstick) one at a time.
     Why: the column loop is launch-bound (about 20 operator calls a column); run once on the
     (M, rows, cols) stack, the record's 67 matrices take 4,096 column steps (5 shapes), not 51,200.
     Exact because every operation on the stack is elementwise (IEEE-exact whatever the batch) while the
-    factorizations and matmuls run per matrix on the same operands as the yardstick's."""
+    factorizations and matmuls run per matrix on the same operands as the yardstick's. `protected`: per
+    matrix None or gptq_quantize's AWQ-lite group (start, size, bits, fp16 scale)."""
     stack, factors, orders = [], [], []
     for weight, hessian in zip(weights, hessians):
         H = hessian.float().clone()
@@ -1182,14 +1431,28 @@ def gptq_quantize_stack(weights: tuple[Tensor, ...], hessians: tuple[Tensor, ...
     row_scale = torch.stack(scales).float()[..., None].to(W.device)  # (M, rows, 1)
     max_int = torch.tensor([2.0 ** (b - 1) - 1 for b in bits], device=W.device)[:, None, None]  # (M, 1, 1)
     diagonal = torch.diagonal(U, 0, 1, 2).T[..., None, None]  # (cols, M, 1, 1): U[:, c, c] in one call
+    # AWQ-lite: the (permuted) columns where some matrices round at their protected group's scale and range.
+    high_scale, high_max, special = row_scale.clone(), max_int.clone(), {}
+    for m, guard in enumerate(protected or ()):
+        if guard is not None:
+            first, size, high_bits, scale = guard
+            high_scale[m], high_max[m] = scale.float()[:, None].to(W.device), 2.0 ** (high_bits - 1) - 1
+            inside = (orders[m][0] >= first) & (orders[m][0] < first + size)
+            for position in torch.nonzero(inside).flatten().tolist():
+                special.setdefault(position, []).append(m)
     for start in range(0, W.shape[2], block_size):
         end = min(start + block_size, W.shape[2])
         block = W[..., start:end].clone()  # (M, rows, width), updated in place as columns are rounded
         ints, errors = [], []  # (M, rows, 1) each, joined once a block: fewer calls than a store per column
         for c in range(start, end):
             column = block[..., c - start:c - start + 1]  # (M, rows, 1)
-            q = torch.clamp(torch.round(column / row_scale), -max_int, max_int)
-            error = (column - q * row_scale) / diagonal[c]
+            column_scale, column_max = row_scale, max_int
+            if c in special:
+                pick = torch.zeros(len(W), 1, 1, dtype=torch.bool, device=W.device)
+                pick[special[c]] = True
+                column_scale, column_max = torch.where(pick, high_scale, row_scale), torch.where(pick, high_max, max_int)
+            q = torch.clamp(torch.round(column / column_scale), -column_max, column_max)
+            error = (column - q * column_scale) / diagonal[c]
             block[..., c - start + 1:].sub_(error * U[:, c:c + 1, c + 1:end])  # (M, rows, 1) x (M, 1, later)
             ints.append(q)
             errors.append(error)
@@ -1202,20 +1465,52 @@ def gptq_quantize_stack(weights: tuple[Tensor, ...], hessians: tuple[Tensor, ...
             for q, (order, dead), scale in zip(W, orders, scales)]
 
 
+def quantization_plan(name: str, h: Hyperparameters) -> tuple[int, float]:
+    """(bits, SDClip k) of a GPTQ'd matrix by its name: the embedding at EMBED_BITS / EMBED_CLIP_SIGMAS; MLP and
+    attention matrices at MATRIX_BITS with their group's k (#1586), MATRIX_CLIP_SIGMAS where that is 0."""
+    if name == EMBEDDING_KEY:
+        return h.embed_bits, h.embed_clip_sigmas
+    if ".mlp." in name and h.mlp_clip_sigmas > 0:
+        return h.matrix_bits, h.mlp_clip_sigmas
+    if ".attn." in name and h.attn_clip_sigmas > 0:
+        return h.matrix_bits, h.attn_clip_sigmas
+    return h.matrix_bits, h.matrix_clip_sigmas
+
+
+GATE_INT8_NUMEL = (32, 8192)  # the quant-gate's range of gate sizes (#1736; #1787 lowered the floor to 32)
+
+
+def is_quant_gate(name: str, tensor: Tensor, h: Hyperparameters) -> bool:
+    return (h.gated_attn_quant_gate and name.endswith("attn_gate_w")
+            and GATE_INT8_NUMEL[0] <= tensor.numel() <= GATE_INT8_NUMEL[1])
+
+
+def int8_rows(weight: Tensor) -> tuple[Tensor, Tensor]:
+    """Symmetric int8 per row (the quant-gate, #1736): s = fp16(max|row| / 127), q = round(w / s) in ±127."""
+    scale = (weight.float().abs().amax(dim=1) / 127).clamp_min(torch.finfo(torch.float16).tiny).to(torch.float16)
+    return round_to_nearest(weight, scale, 8), scale
+
+
 def quantize_state_dict(state_dict: Mapping[str, Tensor], hessians: Mapping[str, Tensor],
-                        h: Hyperparameters) -> dict[str, dict]:
+                        h: Hyperparameters, protected: Mapping[str, int] | None = None) -> dict[str, dict]:
     """name -> entry, in state_dict order. Entries: {"kind": "int", "q": int8, "scale": fp16}
-    (GPTQ: `tok_emb.weight` at EMBED_BITS, other matrices at MATRIX_BITS), {"kind": "fp16",
-    "data"} for floating tensors of <= SMALL_TENSOR_MAX_NUMEL elements, {"kind": "raw", "data"}
-    for non-floating tensors (kept exactly). All tensors of the result are on the CPU. Matrices of
-    one shape are quantized together (gptq_quantize_stack), each with its own bits and clip."""
+    (GPTQ at quantization_plan's bits and k; with the quant-gate, attention gates as int8 rows), {"kind":
+    "fp16", "data"} for floating tensors of <= GPTQ_PASSTHROUGH_MAX_NUMEL elements, {"kind": "raw", "data"}
+    for non-floating tensors (kept exactly). `protected` (name -> first column, from awq_lite_select) adds
+    "awq_start", "awq_size" (int16) and "awq_scale" (fp16 rows) to those entries. All tensors on the CPU.
+    Matrices of one shape are quantized together (gptq_quantize_stack), each with its own bits and clip."""
     quantized: dict[str, dict] = {}
-    groups: dict[tuple, list[tuple]] = {}  # shape -> [(name, weight, H, bits, clip_sigmas)]
+    protected = protected or {}
+    groups: dict[tuple, list[tuple]] = {}  # shape -> [(name, weight, H, bits, clip_sigmas, AWQ group)]
+    extras: dict[str, dict] = {}  # name -> AWQ-lite's fields
     for name, tensor in state_dict.items():
         tensor = tensor.detach()
         if not tensor.is_floating_point():
             quantized[name] = {"kind": "raw", "data": tensor.cpu().clone()}
-        elif tensor.numel() <= SMALL_TENSOR_MAX_NUMEL:
+        elif is_quant_gate(name, tensor, h):
+            ints, scale = int8_rows(tensor.cpu())
+            quantized[name] = {"kind": "int", "q": ints, "scale": scale}
+        elif tensor.numel() <= h.gptq_passthrough_max_numel:
             quantized[name] = {"kind": "fp16", "data": tensor.to("cpu", torch.float16)}
         elif tensor.ndim != 2:
             raise ValueError(f"{name}: {tuple(tensor.shape)} is not a matrix: no quantization rule for it")
@@ -1223,28 +1518,117 @@ def quantize_state_dict(state_dict: Mapping[str, Tensor], hessians: Mapping[str,
             raise ValueError(f"{name}: matrix {tuple(tensor.shape)} has no Hessian")  # see collect_hessians
         else:
             quantized[name] = None  # a placeholder keeps state_dict order
-            # The one place a matrix's bits and clip are chosen.
-            rule = (h.embed_bits, h.embed_clip_sigmas) if name == EMBEDDING_KEY else (h.matrix_bits, h.matrix_clip_sigmas)
-            groups.setdefault(tuple(tensor.shape), []).append((name, tensor, hessians[name], *rule))
+            bits, clip_sigmas = quantization_plan(name, h)  # the one place a matrix's bits and clip are chosen
+            guard, extras[name] = None, {}
+            if name in protected:
+                high_scale = sdclip_scale(tensor, h.awq_lite_bits, clip_sigmas)
+                guard = (protected[name], h.awq_lite_group_size, h.awq_lite_bits, high_scale)
+                extras[name] = {"awq_start": torch.tensor([protected[name]], dtype=torch.int16),
+                                "awq_size": torch.tensor([h.awq_lite_group_size], dtype=torch.int16),
+                                "awq_scale": high_scale.cpu()}
+            groups.setdefault(tuple(tensor.shape), []).append((name, tensor, hessians[name], bits, clip_sigmas, guard))
     for jobs in groups.values():
-        names, *matrices = zip(*jobs)
-        for name, (ints, scale) in zip(names, gptq_quantize_stack(*matrices, h.gptq_block_size, h.gptq_damp)):
-            quantized[name] = {"kind": "int", "q": ints.cpu(), "scale": scale.cpu()}
+        names, *matrices, guards = zip(*jobs)
+        for name, (ints, scale) in zip(names, gptq_quantize_stack(*matrices, h.gptq_block_size, h.gptq_damp, guards)):
+            quantized[name] = {"kind": "int", "q": ints.cpu(), "scale": scale.cpu(), **extras[name]}
     return quantized
+
+
+def dequantize_int(entry: Mapping[str, Tensor]) -> Tensor:
+    """q · scale per row (fp32); AWQ-lite's protected columns at their own scale; plus LQER's A·B."""
+    weight = entry["q"].float() * entry["scale"].float()[:, None]
+    if "awq_start" in entry:
+        first, size = int(entry["awq_start"][0]), int(entry["awq_size"][0])
+        weight[:, first:first + size] = entry["q"][:, first:first + size].float() * entry["awq_scale"].float()[:, None]
+    if "lqer_a" in entry:
+        a = entry["lqer_a"].float() * entry["lqer_a_scale"].float()
+        groups = entry["lqer_b_scale"].numel()
+        b = (entry["lqer_b"].float().view(groups, -1) * entry["lqer_b_scale"].float()[:, None]).view_as(entry["lqer_b"])
+        weight = weight + a @ b
+    return weight
 
 
 def dequantize_state_dict(quantized: Mapping[str, dict]) -> dict[str, Tensor]:
     """Inverse of quantize_state_dict up to rounding: fp32 for floating tensors (int entries:
-    q · scale exactly), the original dtype for raw entries; same keys and shapes."""
+    q · scale exactly, with dequantize_int's AWQ-lite and LQER terms), the original dtype for raw entries."""
     state_dict = {}
     for name, entry in quantized.items():
         if entry["kind"] == "int":
-            state_dict[name] = entry["q"].float() * entry["scale"].float()[:, None]
+            state_dict[name] = dequantize_int(entry)
         elif entry["kind"] == "fp16":
             state_dict[name] = entry["data"].float()
         else:
             state_dict[name] = entry["data"].clone()
     return state_dict
+
+
+def awq_lite_select(state_dict: Mapping[str, Tensor], hessians: Mapping[str, Tensor],
+                    h: Hyperparameters) -> dict[str, int]:
+    """AWQ-lite's choice (#1908), before GPTQ: of every group of AWQ_LITE_GROUP_SIZE consecutive input columns
+    of every GPTQ'd matrix over GPTQ_PASSTHROUGH_MAX_NUMEL elements and under AWQ_LITE_BITS, the
+    AWQ_LITE_GROUP_TOP_K (one: one group in the whole model) with the largest Σ_j rms_j · mean_i |W_ij|, where
+    rms_j = √H_jj is the input's RMS (H = E[xᵀx]). Returns {name: first column}; a matrix holds one group."""
+    size, scored = h.awq_lite_group_size, []
+    for name in sorted(hessians):
+        weight = state_dict.get(name)
+        if (weight is None or weight.numel() <= h.gptq_passthrough_max_numel
+                or quantization_plan(name, h)[0] >= h.awq_lite_bits):
+            continue
+        rms = torch.diagonal(hessians[name]).float().clamp_min(0).sqrt().cpu()
+        column_score = rms * weight.detach().float().abs().mean(dim=0).cpu()  # (cols,)
+        groups = column_score.size(0) // size
+        for first, score in enumerate(column_score[:groups * size].view(groups, size).sum(1).tolist()):
+            scored.append((-score, name, first * size))
+    chosen: dict[str, int] = {}
+    for _, name, first in sorted(scored):  # ties: by name, then column: deterministic
+        if len(chosen) == h.awq_lite_group_top_k:
+            break
+        chosen.setdefault(name, first)
+    return chosen
+
+
+def lqer_pack(error: Tensor, rank: int, group: int) -> dict[str, Tensor]:
+    """LQER asymmetric (#1797): E ≈ A·B from the top `rank` singular triplets (A = U·S, B = Vᵀ), A as int2 per
+    matrix in [-2, 1] (scale max|A|/1.5: +2 clips to +1 by design), B as int4 in [-8, 7] per group of `group`
+    consecutive elements (scale max|group|/7.5), scales fp16."""
+    U, S, Vh = torch.linalg.svd(error.float(), full_matrices=False)
+    a, b = U[:, :rank] * S[:rank], Vh[:rank]
+    tiny = torch.finfo(torch.float16).tiny
+    a_scale = (a.abs().max() / 1.5).clamp_min(tiny).to(torch.float16).view(1)
+    b_groups = b.reshape(-1, group)
+    b_scale = (b_groups.abs().amax(dim=1) / 7.5).clamp_min(tiny).to(torch.float16)
+    return {"lqer_a": torch.clamp(torch.round(a / a_scale.float()), -2, 1).to(torch.int8), "lqer_a_scale": a_scale,
+            "lqer_b": torch.clamp(torch.round(b_groups / b_scale.float()[:, None]), -8, 7).to(torch.int8).view_as(b),
+            "lqer_b_scale": b_scale}
+
+
+def lqer_correct(quantized: dict[str, dict], state_dict: Mapping[str, Tensor], hessians: Mapping[str, Tensor],
+                 h: Hyperparameters) -> list[str]:
+    """After GPTQ (and AWQ-lite): the LQER_TOP_K GPTQ'd matrices with the largest ‖W - Ŵ‖_F get a rank-LQER_RANK
+    correction of their error (lqer_pack), added to their entries; matrices whose B does not split into
+    groups are passed over. Returns the chosen names, largest error first."""
+    errors = []
+    for name in sorted(hessians):
+        entry = quantized.get(name)
+        if entry is None or entry["kind"] != "int" or (h.lqer_rank * entry["q"].size(1)) % h.lqer_asym_group:
+            continue
+        error = state_dict[name].detach().float().cpu() - dequantize_int(entry)
+        errors.append((-float(torch.linalg.norm(error)), name, error))
+    chosen = [(name, error) for _, name, error in sorted(errors, key=lambda item: item[:2])[:h.lqer_top_k]]
+    for name, error in chosen:
+        quantized[name].update(lqer_pack(error, h.lqer_rank, h.lqer_asym_group))
+    return [name for name, _ in chosen]
+
+
+def quantize_model(state_dict: Mapping[str, Tensor], hessians: Mapping[str, Tensor],
+                   h: Hyperparameters) -> tuple[dict[str, dict], dict]:
+    """The recipe's quantization: AWQ-lite's group (before), GPTQ, LQER's corrections (after). Returns the
+    quantized dict and what was chosen, for the log."""
+    protected = awq_lite_select(state_dict, hessians, h) if h.awq_lite_enabled else {}
+    quantized = quantize_state_dict(state_dict, hessians, h, protected)
+    corrected = lqer_correct(quantized, state_dict, hessians, h) if h.lqer_enabled else []
+    return quantized, {"awq_groups": ",".join(f"{n}@{c}" for n, c in protected.items()) or "none",
+                       "lqer_tensors": ",".join(corrected) or "none"}
 
 
 # -----------------------------------------------------------------------------
@@ -1260,10 +1644,10 @@ ARTIFACT_VERSION = 1
 ARTIFACT_PREFIX = "<4sIII"  # magic, version, header bytes, CRC-32 of everything after the prefix
 PACKED_MARKER = "# parameter-golf packed"
 # Definitions the readable source keeps for the tools, benches and tests but a run never calls (the packer
-# itself, the shard writer, the yardsticks of attention and GPTQ, the offline replay of DualClock): the packed
+# itself, the shard writer, the attention yardstick, the offline replay of DualClock): the packed
 # copy leaves them out, and code bytes count what ships. A test checks that no run path reaches them.
-SOURCE_ONLY = ("packed_literal", "pack_source", "write_shard", "reference_attention", "round_to_nearest",
-               "gptq_quantize", "ppm_logprobs", "mix_logprobs", "chunk_bounds")
+SOURCE_ONLY = ("packed_literal", "pack_source", "write_shard", "reference_attention", "gptq_quantize",
+               "ppm_logprobs", "mix_logprobs", "chunk_bounds")
 # Array dtypes a blob may hold: header name -> (little-endian numpy dtype, torch dtype).
 ARRAY_DTYPES = {
     "int8": ("<i1", torch.int8), "uint8": ("<u1", torch.uint8), "int16": ("<i2", torch.int16),
@@ -1345,6 +1729,160 @@ def deserialize_quantized(blob: bytes) -> dict[str, dict]:
     if offset != len(payload):
         raise ValueError(f"corrupt artifact: {len(payload)} payload bytes, the header describes {offset}")
     return quantized
+
+
+# The per-group codec (COMPRESSOR=pergroup, #1855): the int codes of the seven kinds of matrix go to seven
+# streams, each compressed by the lrzip program (ZPAQ, level 9), the rest (scales, small tensors, LQER and
+# AWQ fields, the row orders) through serialize_quantized. Rows of the "hot" kinds are first chained by L1
+# similarity, and every matrix is stored transposed (column-major), so neighbouring bytes are alike.
+PERGROUP_MAGIC = b"PGRP"
+PERGROUP_KINDS = (EMBEDDING_KEY, ".attn.k.weight", ".attn.q.weight", ".attn.v.weight", ".attn.proj.weight",
+                  ".mlp.fc.weight", ".mlp.proj.weight")
+PERGROUP_SORTED = (EMBEDDING_KEY, ".attn.q.weight", ".mlp.fc.weight")  # row-sorted before transposing
+
+
+def pergroup_kind(name: str, entry: Mapping) -> int | None:
+    if entry["kind"] != "int" or entry["q"].ndim != 2:
+        return None
+    return next((i for i, kind in enumerate(PERGROUP_KINDS) if name == kind or name.endswith(kind)), None)
+
+
+def similarity_order(rows: Tensor) -> Tensor:
+    """Greedy nearest-neighbour chain over the rows of an int matrix: start at row 0, then repeatedly the
+    unused row nearest (L1) to the last one, ties to the lowest index. O(rows²·cols); int16 permutation."""
+    values = rows.to(torch.int32)
+    used = torch.zeros(values.size(0), dtype=torch.bool)
+    order, current = [0], 0
+    used[0] = True
+    for _ in range(values.size(0) - 1):
+        distance = (values - values[current]).abs().sum(1).masked_fill(used, torch.iinfo(torch.int32).max)
+        current = int(torch.argmin(distance))  # the first minimum: the lowest index
+        used[current] = True
+        order.append(current)
+    return torch.tensor(order, dtype=torch.int16)
+
+
+def lrzip(data: bytes, decompress: bool = False) -> bytes:
+    """The lrzip program on a temporary file (ZPAQ level 9 to compress); its absence is checked at start."""
+    import subprocess
+
+    with tempfile.TemporaryDirectory() as folder:
+        source = Path(folder) / ("blob.lrz" if decompress else "blob")
+        source.write_bytes(data)
+        target = Path(folder) / ("out" if decompress else "blob.lrz")
+        flags = ["-d"] if decompress else ["-z", "-L", "9"]
+        subprocess.run(["lrzip", "-q", "-f", *flags, "-o", str(target), str(source)], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        return target.read_bytes()
+
+
+def serialize_pergroup(quantized: Mapping[str, dict]) -> bytes:
+    """PGRP, uint32 stream count, uint32 lengths, then 7 lrzip group streams and the remainder (brotli)."""
+    groups: list[list[bytes]] = [[] for _ in PERGROUP_KINDS]
+    remainder = {}
+    for name, entry in quantized.items():
+        kind = pergroup_kind(name, entry)
+        if kind is None:
+            remainder[name] = entry
+            continue
+        q, rest = entry["q"], {k: v for k, v in entry.items() if k != "q"}
+        rest["q_shape"] = torch.tensor(q.shape, dtype=torch.int32)
+        if PERGROUP_KINDS[kind] in PERGROUP_SORTED:
+            rest["row_order"] = similarity_order(q)
+            q = q[rest["row_order"].long()]
+        groups[kind].append(q.T.contiguous().numpy().tobytes())
+        remainder[name] = rest
+    streams = [lrzip(b"".join(parts)) if parts else b"" for parts in groups] + [serialize_quantized(remainder)]
+    return PERGROUP_MAGIC + struct.pack(f"<I{len(streams)}I", len(streams), *map(len, streams)) + b"".join(streams)
+
+
+def deserialize_pergroup(blob: bytes) -> dict[str, dict]:
+    from concurrent.futures import ThreadPoolExecutor
+
+    (count,) = struct.unpack_from("<I", blob, 4)
+    lengths = struct.unpack_from(f"<{count}I", blob, 8)
+    offsets = np.cumsum((8 + 4 * count,) + lengths)
+    streams = [blob[offsets[i]:offsets[i + 1]] for i in range(count)]
+    with ThreadPoolExecutor(len(PERGROUP_KINDS)) as pool:
+        groups = list(pool.map(lambda data: lrzip(data, decompress=True) if data else b"", streams[:-1]))
+    cursors = [0] * len(groups)
+    quantized = {}
+    for name, entry in deserialize_quantized(streams[-1]).items():
+        if "q_shape" in entry:
+            rows, cols = entry.pop("q_shape").tolist()
+            kind = pergroup_kind(name, {"kind": "int", "q": torch.empty(0, 0)})
+            data = groups[kind][cursors[kind]:cursors[kind] + rows * cols]
+            cursors[kind] += rows * cols
+            q = torch.from_numpy(np.frombuffer(data, dtype=np.int8).copy()).view(cols, rows).T.contiguous()
+            if "row_order" in entry:
+                restored = torch.empty_like(q)
+                restored[entry.pop("row_order").long()] = q
+                q = restored
+            entry = {"kind": entry.pop("kind"), "q": q, **entry}
+        quantized[name] = entry
+    return quantized
+
+
+def serializer(h: Hyperparameters) -> Callable[[Mapping[str, dict]], bytes]:
+    return serialize_pergroup if h.compressor == "pergroup" else serialize_quantized
+
+
+def deserialize_artifact(blob: bytes) -> dict[str, dict]:
+    """Either codec, told apart by the pergroup container's magic (a brotli stream never starts with it)."""
+    return deserialize_pergroup(blob) if blob[:4] == PERGROUP_MAGIC else deserialize_quantized(blob)
+
+
+def output_error(entry: Mapping[str, Tensor], weight: Tensor, hessian: Tensor) -> float:
+    """GPTQ's objective for one matrix: tr((Ŵ - W) H (Ŵ - W)ᵀ), the squared error of the layer's output."""
+    error = dequantize_int(entry) - weight
+    return float(((error @ hessian) * error).sum())
+
+
+def fit_to_limit(quantized: dict[str, dict], state_dict: Mapping[str, Tensor], hessians: Mapping[str, Tensor],
+                 budget_bytes: int, serialize: Callable[[Mapping[str, dict]], bytes]) -> tuple[bytes, dict]:
+    """The artifact within its byte budget, whatever the weights: if the blob is over, move GPTQ'd codes one
+    unit towards zero (smaller codes compress better), those that add the least output error first: for a
+    change δ of Ŵ_ij the error grows by 2δ((Ŵ - W)H)_ij + δ²H_jj. n changes at once, n from the excess and
+    doubling until it fits; ties to the lower flat index, so the result is deterministic. Returns the blob
+    and, when a fit ran, the output error before and after. Entries are changed in place."""
+    blob = serialize(quantized)
+    if len(blob) <= budget_bytes:
+        return blob, {}
+    names = [n for n, e in quantized.items() if e["kind"] == "int" and n in hessians]
+    weights = {n: state_dict[n].detach().float().cpu() for n in names}
+    H = {n: hessians[n].detach().float().cpu() for n in names}
+    costs = []
+    for name in names:
+        entry = quantized[name]
+        q, scale = entry["q"].float(), entry["scale"].float()[:, None]
+        delta = -torch.sign(q) * scale  # (rows, cols): the step of each code towards zero
+        cost = 2 * delta * ((dequantize_int(entry) - weights[name]) @ H[name]) + delta.square() * torch.diagonal(H[name])
+        cost = cost.masked_fill(q == 0, math.inf)
+        if "awq_start" in entry:  # the protected group keeps its codes
+            first, size = int(entry["awq_start"][0]), int(entry["awq_size"][0])
+            cost[:, first:first + size] = math.inf
+        costs.append(cost.flatten())
+    before = sum(output_error(quantized[n], weights[n], H[n]) for n in names)
+    costs = torch.cat(costs)
+    order = torch.argsort(costs, stable=True)
+    available = int(torch.isfinite(costs).sum())
+    sizes = [quantized[n]["q"].numel() for n in names]
+    original = {n: quantized[n]["q"].clone() for n in names}
+    changes = min(available, 16 * (len(blob) - budget_bytes))
+    while True:
+        picked = torch.zeros(costs.numel(), dtype=torch.bool)
+        picked[order[:changes]] = True
+        for name, mask in zip(names, picked.split(sizes)):
+            q = original[name]
+            quantized[name]["q"] = (q - torch.sign(q) * mask.view_as(q)).to(torch.int8)
+        blob = serialize(quantized)
+        if len(blob) <= budget_bytes:
+            after = sum(output_error(quantized[n], weights[n], H[n]) for n in names)
+            return blob, {"fit_changes": changes, "fit_output_error_before": before, "fit_output_error_after": after,
+                          "fit_error_increase_pct": 100.0 * (after - before) / max(before, 1e-30)}
+        if changes == available:
+            raise ValueError(f"the artifact cannot fit {budget_bytes} bytes even with every code moved")
+        changes = min(available, 2 * changes)
 
 
 def write_atomic(path: str | Path, data: bytes) -> None:
@@ -2724,6 +3262,16 @@ def check_runtime_packages(packed: bool) -> None:
                           f"`pip install -r requirements.txt` (it leaves PyTorch alone)")
 
 
+def check_compressor(h: Hyperparameters) -> None:
+    """COMPRESSOR=pergroup runs the lrzip program to write and to read the artifact: fail now, not after
+    training, where it is missing (run.sh installs it with the system's package manager where it can)."""
+    import shutil
+
+    if h.compressor == "pergroup" and shutil.which("lrzip") is None:
+        raise RuntimeError("COMPRESSOR=pergroup needs the lrzip program (apt-get install lrzip), "
+                           "or set COMPRESSOR=brotli (about 280 KB larger)")
+
+
 def log_header(h: Hyperparameters, runtime: Runtime, log: Logger) -> None:
     source = Path(__file__)
     log.fields(code_sha256=hashlib.sha256(source.read_bytes()).hexdigest(), source=source.name)
@@ -2764,12 +3312,19 @@ def quantize_and_pack(model: GPT, loader: TrainLoader, h: Hyperparameters, runti
     runtime.synchronize()
     timings = {"hessian_time_ms": round(1000 * (time.perf_counter() - start)), "gptq_time_ms": 0}
     if runtime.is_main:
-        quantized = quantize_state_dict(model.state_dict(), hessians, h)
+        state_dict = model.state_dict()
+        quantized, chosen = quantize_model(state_dict, hessians, h)
         runtime.synchronize()
         timings["gptq_time_ms"] = round(1000 * (time.perf_counter() - start)) - timings["hessian_time_ms"]
         serialize_start = time.perf_counter()
-        write_atomic(h.artifact_path, serialize_quantized(quantized))
+        blob, fit = fit_to_limit(quantized, state_dict, hessians, h.artifact_limit_bytes - code_bytes,
+                                 serializer(h))
+        write_atomic(h.artifact_path, blob)
         timings["serialize_time_ms"] = round(1000 * (time.perf_counter() - serialize_start))
+        if h.awq_lite_enabled or h.lqer_enabled:
+            log.fields("quantization", **chosen)
+        if fit:
+            log.fields("artifact_fit", **fit)
     runtime.barrier()
     accounting = artifact_accounting(code_bytes, Path(h.artifact_path).stat().st_size, h.artifact_limit_bytes)
     log_accounting(log, accounting, **timings)
@@ -2786,7 +3341,7 @@ def log_accounting(log: Logger, accounting: dict, **extra) -> None:
 
 def load_artifact_model(h: Hyperparameters, runtime: Runtime) -> GPT:
     """Rebuild the model from the artifact file alone, looping on, as evaluation must."""
-    quantized = deserialize_quantized(Path(h.artifact_path).read_bytes())
+    quantized = deserialize_artifact(Path(h.artifact_path).read_bytes())
     model = place_model(GPT(h), runtime)
     model.load_state_dict(dequantize_state_dict(quantized))
     model.looping = h.num_loops > 0
@@ -2842,6 +3397,7 @@ def log_budget(log: Logger, phases: dict[str, float], scored: str) -> dict[str, 
 def run(h: Hyperparameters, runtime: Runtime, log: Logger) -> None:
     packed = Path(__file__).read_bytes().startswith(PACKED_MARKER.encode())
     check_runtime_packages(packed)
+    check_compressor(h)
     log_header(h, runtime, log)
     code_bytes = code_bytes_of(Path(__file__))  # now, not after training: it needs python-minifier
     torch.manual_seed(h.seed)  # same seed on every rank: identical initial weights

@@ -239,9 +239,8 @@ def check_gptq(h, runtime, model: tg.GPT, loader: tg.TrainLoader, rehearse: bool
     quantize_state_dict of every tensor (rank 0's whole job today). At rehearsal sizes every matrix is below the
     fp16 threshold (65,536 elements), so the rehearsal lowers it to put its matrices through GPTQ."""
     one_rank_of_8 = dataclasses.replace(runtime, world_size=GPUS)
-    threshold = tg.SMALL_TENSOR_MAX_NUMEL
     if rehearse:
-        tg.SMALL_TENSOR_MAX_NUMEL = 1024
+        h = dataclasses.replace(h, gptq_passthrough_max_numel=1024)
     runtime.synchronize()
     began = time.perf_counter()
     hessians = tg.collect_hessians(model, tg.calibration_batches(loader, h, one_rank_of_8), runtime)
@@ -249,11 +248,8 @@ def check_gptq(h, runtime, model: tg.GPT, loader: tg.TrainLoader, rehearse: bool
     figures = {"hessian_s": time.perf_counter() - began, "hessians": len(hessians),
                "calibration_batches": math.ceil(h.gptq_calibration_batches / GPUS)}
     began = time.perf_counter()
-    try:
-        quantized = tg.quantize_state_dict(model.state_dict(), hessians, h)
-        runtime.synchronize()
-    finally:
-        tg.SMALL_TENSOR_MAX_NUMEL = threshold
+    quantized = tg.quantize_state_dict(model.state_dict(), hessians, h)
+    runtime.synchronize()
     figures["gptq_s"] = time.perf_counter() - began
     figures["int_matrices"] = sum(entry["kind"] == "int" for entry in quantized.values())
     say("gptq " + " ".join(f"{k}:{format_value(v)}" for k, v in figures.items()))

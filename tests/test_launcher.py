@@ -134,6 +134,17 @@ def test_pod_installs_never_touch_its_pytorch(launch):
     assert "-m pip install -q torch==2.13.0" in recorded["python.calls"].splitlines()
 
 
+def test_the_recipe_is_chosen_and_said(launch):
+    out, recorded = launch(FAKE_TORCH_GPUS="8")  # SP8192 data only: the best recipe on it
+    assert out.returncode == 0, out.stderr
+    assert environment(recorded)["RECIPE"] == "pr1874" and "RECIPE=pr1874: the best recipe on SP8192" in out.stdout
+    out, recorded = launch(FAKE_TORCH_GPUS="8", RECIPE="pr1493")  # the caller's choice stands
+    assert environment(recorded)["RECIPE"] == "pr1493" and "set by the caller" in out.stdout
+    out, recorded = launch()  # the CPU demo shows the best recipe's mechanisms
+    env = environment(recorded)
+    assert env["RECIPE"] == "best" and env["TRAIN_SEQ_SCHEDULE"] == "64@0.1,128@0.7,256@1.0"
+
+
 def test_a_record_run_skips_the_unscored_diagnostics_unless_asked(launch):
     out, recorded = launch(FAKE_TORCH_GPUS="8")
     assert out.returncode == 0, out.stderr
