@@ -27,6 +27,8 @@ HASHED_REFERENCE = "tests/test_dualclock.py::test_vectorized_experts_match_the_s
 CAUSALITY = "tests/test_dualclock.py::test_gate_and_escapes_for_a_chunk_learn_only_from_earlier_chunks"
 STABILITY = "tests/test_dualclock_learning.py::test_one_ulp_on_one_network_nll_barely_moves_the_result"
 VERIFIED = "tests/test_dualclock_learning.py::test_the_match_expert_keeps_only_candidates_whose_tokens_agree"
+REAL_LOOP = "tests/test_eval_causality.py::test_stream_evaluation_with_dualclock_is_causal_through_the_real_loop"
+DOCUMENT_TESTS: list[str] = []  # the document path's legality tests (below)
 
 # (name, what the bug does, text in train_gpt.py, its replacement, the tests that must catch it); a bug of
 # several patches gives tuples of texts and replacements.
@@ -81,6 +83,15 @@ BUGS = [
      "bucket * (blocks >= needed))",
      "bucket.clamp_min(1))",
      [VERIFIED]),
+    ("network_statistics_one_late", "the mixer gets each target's entropy and top probability one position late "
+     "(from a context that holds the target): passed all 59 DualClock and evaluation tests before the real-loop test",
+     'stats = {"entropy": chunk.entropy, "top_prob": chunk.top_prob}',
+     'stats = {"entropy": chunk.entropy.roll(-1), "top_prob": chunk.top_prob.roll(-1)}',
+     [REAL_LOOP]),
+    ("stream_ttt_reads_the_next_chunk", "stream TTT trains on a chunk and the next one's first tokens, unscored",
+     "trainer.train_on_chunk(tokens, first_target, last_target, h.ttt_lr * cosine)",
+     "trainer.train_on_chunk(tokens, first_target, min(last_target + h.eval_seq_len, num_targets), h.ttt_lr * cosine)",
+     [REAL_LOOP]),
     ("adam_like_steps", "Adam's two faults: steps of 0.1 per chunk whatever its size, eps 1e-8",
      ("gradient / (scale + LEARNER_EPS)", "step, keep = rate * share,"),
      ("gradient / (scale + 1e-8)", "step, keep = 0.1,"),

@@ -55,7 +55,8 @@ def repetitive_stream(length: int, vocab: int, seed: int) -> torch.Tensor:
 
 def informed_network(tokens: torch.Tensor, vocab: int, seed: int) -> tuple[torch.Tensor, dict]:
     """A made-up network that is often right: random logits plus a random boost on the true next token.
-    Returns float32 NLL of tokens[1:] and the context-only statistics (entropy, top probability)."""
+    Returns float32 NLL of tokens[1:] and its entropy and top probability, which depend on the target
+    (the boost): for the reference and stability tests only, never a legality test (test_planted_bugs)."""
     generator, n, parts = torch.Generator().manual_seed(seed), tokens.numel() - 1, []
     for first in range(0, n, 2048):  # blocks: (n, V) at once would take gigabytes at V = 8192
         rows = min(2048, n - first)
@@ -285,13 +286,15 @@ def candidate_scores(tokens, network, h, chunk_tokens, i):
 def test_every_candidate_through_the_public_path_sums_to_one(mode):
     h = tg.Hyperparameters.from_env({"VOCAB_SIZE": "24", "DC_GATE_SAMPLE_TOKENS": "32", **MODES[mode]})
     tokens, chunk_tokens = repetitive_stream(200, h.vocab_size, seed=41), 48
+    tokens[[60, 120, 121, 150]] = BOS  # document boundaries (the stream alone has its BOS at 0 only)
     generator = torch.Generator().manual_seed(42)
     network = torch.softmax(torch.randn(200, h.vocab_size, generator=generator, dtype=torch.float64) * 2, 1)
     nll = -network[:199].gather(1, tokens[1:].unsqueeze(1))[:, 0].log()
     stats = {"entropy": -(network[:199] * network[:199].log()).sum(1).float(), "top_prob": network[:199].max(1).values.float()}
     full_mixed, _ = tg.mix_logprobs(tokens, nll, h, chunk_tokens, stats)
     full_experts = tg.ppm_logprobs(tokens, h, chunk_tokens)
-    bos_targets = [i for i in range(100, 198) if tokens[i + 1] == BOS or tokens[i] == BOS][:2]
+    bos_targets = [i for i in range(100, 198) if tokens[i + 1] == BOS or tokens[i] == BOS][:3]
+    assert bos_targets == [119, 120, 121]  # a target that is a BOS, an empty document, a document's first target
     legacy = h.dc_experts == "hashed" and h.dc_hash == "legacy"  # float32 experts, as published
     for i in [0, 5, 47, 48, 131, 198] + bos_targets:
         mixed, experts, used = candidate_scores(tokens, network, h, chunk_tokens, i)

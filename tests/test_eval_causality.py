@@ -1,0 +1,123 @@
+"""Causality of the whole scored evaluation, DualClock included, through the real loop.
+
+A tiny GPT runs the evaluation end to end (score-first TTT, the DualClock hook, its experts, gate and
+learning); then tokens[t:] are replaced and it runs again from the same artifact. Whatever was decided
+before token t was seen must not move by one bit: the network's and every expert's score of each
+target before t - 1 (target i predicts tokens[i + 1]), the mixed score, and the gate's features and
+weights at position t - 1, which predict tokens[t] itself. The network statistics are the model's own
+(no made-up network whose statistics read the target). The perturbation must change the score of
+target t - 1, or the test would check nothing.
+"""
+from __future__ import annotations
+
+import copy
+import random
+
+import pytest
+import torch
+
+import train_gpt as tg
+from conftest import TINY_ENV
+
+BOS = tg.BOS_ID
+DC_ENV = {"DC_ENABLED": "1", "DC_GATE_SAMPLE_TOKENS": "48", "DC_ESCAPE_SAMPLE_TOKENS": "32"}
+
+
+def documents_stream(length: int, vocab: int, seed: int) -> torch.Tensor:
+    """BOS-led documents of 3..60 tokens mixing repeated phrases and random tokens."""
+    rng = random.Random(seed)
+    phrases = [[rng.randrange(2, vocab) for _ in range(rng.randrange(2, 6))] for _ in range(6)]
+    tokens = [BOS]
+    while len(tokens) < length:
+        end = len(tokens) + rng.randrange(3, 60)
+        while len(tokens) < end:
+            tokens.extend(rng.choice(phrases) if rng.random() < 0.5 else [rng.randrange(2, vocab)])
+        tokens.append(BOS)
+    return torch.tensor(tokens[:length], dtype=torch.long)
+
+
+def tiny_model(h: tg.Hyperparameters, seed: int = 0) -> tg.GPT:
+    torch.manual_seed(seed)
+    model = tg.GPT(h)
+    for p in model.parameters():
+        p.data.add_(0.05 * torch.randn_like(p))
+    model.looping = True
+    return model
+
+
+def flat_tables(vocab_size: int) -> tg.ByteTables:
+    return tg.ByteTables(torch.full((vocab_size,), 2), torch.zeros(vocab_size, dtype=torch.bool),
+                         torch.zeros(vocab_size, dtype=torch.bool))
+
+
+class MixRecorder:
+    """Wraps DualClock.mix_chunk and gate_features: per target, the components' log-probs (network
+    first), the mixed log-prob, the gate's features and the weights the gate used."""
+
+    def __init__(self, monkeypatch):
+        self.rows: dict[str, list[torch.Tensor]] = {"logprobs": [], "mixed": [], "features": [], "used": []}
+        mix_chunk, features = tg.DualClock.mix_chunk, tg.gate_features
+        recorder = self
+
+        def recording_features(*args, **kwargs):
+            result = features(*args, **kwargs)
+            recorder.rows["features"].append(result.clone())
+            return result
+
+        def recording_mix_chunk(clock, *args, **kwargs):
+            logprobs, mixed = mix_chunk(clock, *args, **kwargs)
+            recorder.rows["logprobs"].append(logprobs.clone())
+            recorder.rows["mixed"].append(mixed.clone())
+            recorder.rows["used"].append(clock.mixer.used.clone())
+            return logprobs, mixed
+
+        monkeypatch.setattr(tg, "gate_features", recording_features)
+        monkeypatch.setattr(tg.DualClock, "mix_chunk", recording_mix_chunk)
+
+    def take(self) -> dict[str, torch.Tensor]:
+        taken = {key: torch.cat(parts) for key, parts in self.rows.items()}
+        for parts in self.rows.values():
+            parts.clear()
+        return taken
+
+
+def run_stream(model: tg.GPT, tokens: torch.Tensor, h: tg.Hyperparameters, recorder: MixRecorder):
+    runtime = tg.setup_runtime(h, {})
+    clock = tg.DualClock(h, h.vocab_size, "cpu")
+    result = tg.evaluate_ttt(tg.WindowScorer(copy.deepcopy(model), h, runtime), tokens, flat_tables(h.vocab_size), h,
+                             runtime, hooks=[clock])
+    return result, recorder.take()
+
+
+def assert_causal(first: dict, second: dict, t: int) -> None:
+    kept = t - 1  # targets i < t - 1 read tokens[:t] only
+    for key in ("logprobs", "mixed"):
+        assert torch.equal(first[key][:kept], second[key][:kept]), f"{key} of a target before {kept} moved"
+    assert torch.equal(first["features"][kept], second["features"][kept]), "the gate's features at t-1 moved"
+    assert torch.equal(first["used"][kept], second["used"][kept]), "the gate's weights at t-1 moved"
+    assert not torch.equal(first["logprobs"][kept], second["logprobs"][kept]), "the perturbation changed nothing"
+
+
+def perturbed(tokens: torch.Tensor, t: int, vocab: int) -> torch.Tensor:
+    changed = tokens.clone()
+    changed[t:] = documents_stream(tokens.numel() - t + 1, vocab, seed=t)[1:]
+    changed[t] = (tokens[t] + 7) % (vocab - 2) + 2  # target t - 1 always changes
+    return changed
+
+
+def stream_settings(**extra) -> tg.Hyperparameters:
+    return tg.Hyperparameters.from_env({**TINY_ENV, "VOCAB_SIZE": "64", "TTT_CHUNK_TOKENS": "96", **DC_ENV, **extra})
+
+
+def test_stream_evaluation_with_dualclock_is_causal_through_the_real_loop(monkeypatch):
+    h = stream_settings()
+    recorder = MixRecorder(monkeypatch)
+    tokens = documents_stream(5 * 64 + 1, h.vocab_size, seed=3)
+    model = tiny_model(h)
+    result, first = run_stream(model, tokens, h, recorder)
+    assert first["mixed"].numel() == tokens.numel() - 1 and result.dualclock
+    again = run_stream(model, tokens, h, recorder)[1]
+    assert all(torch.equal(first[k], again[k]) for k in first)  # the same artifact gives the same scores
+    bos_after = next(i for i in range(150, 300) if tokens[i - 1] == BOS)
+    for t in (40, 96, 97, 150, bos_after, 250):  # inside the first chunk, a chunk's first targets, after a BOS
+        assert_causal(first, run_stream(model, perturbed(tokens, t, h.vocab_size), h, recorder)[1], t)
