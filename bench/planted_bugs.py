@@ -28,7 +28,8 @@ CAUSALITY = "tests/test_dualclock.py::test_gate_and_escapes_for_a_chunk_learn_on
 STABILITY = "tests/test_dualclock_learning.py::test_one_ulp_on_one_network_nll_barely_moves_the_result"
 VERIFIED = "tests/test_dualclock_learning.py::test_the_match_expert_keeps_only_candidates_whose_tokens_agree"
 REAL_LOOP = "tests/test_eval_causality.py::test_stream_evaluation_with_dualclock_is_causal_through_the_real_loop"
-DOCUMENT_TESTS: list[str] = []  # the document path's legality tests (below)
+DOCUMENT = "tests/test_eval_causality.py::test_document_evaluation_with_dualclock_is_causal_in_its_order"
+DOCUMENT_TESTS = [DOCUMENT]  # the document path's legality tests
 
 # (name, what the bug does, text in train_gpt.py, its replacement, the tests that must catch it); a bug of
 # several patches gives tuples of texts and replacements.
@@ -92,6 +93,24 @@ BUGS = [
      "trainer.train_on_chunk(tokens, first_target, last_target, h.ttt_lr * cosine)",
      "trainer.train_on_chunk(tokens, first_target, min(last_target + h.eval_seq_len, num_targets), h.ttt_lr * cosine)",
      [REAL_LOOP]),
+    ("adapter_learns_before_scoring", "document TTT: the adapters take a step on a chunk before scoring it",
+     "            with torch.set_grad_enabled(learn):\n                statistics = self.forward(",
+     "            if learn:\n                (self.forward(inputs, positions, tokens[index + 1])[0] * scored).sum().backward()\n"
+     "                self.adapters.optimizer.step()\n                self.adapters.optimizer.zero_grad()\n"
+     "            with torch.set_grad_enabled(learn):\n                statistics = self.forward(",
+     [DOCUMENT]),
+    ("adapter_reads_its_target", "document TTT: each target is scored from the position after it (its input)",
+     "positions = (target - begin[:, None]).clamp(0, width - 1)",
+     "positions = (target - begin[:, None] + 1).clamp(0, width - 1)",
+     [DOCUMENT]),
+    ("chunks_overlap", "document TTT: each chunk also scores the previous chunk's last target",
+     "target = k * chunk + offsets  #",
+     "target = k * chunk + offsets - (k > 0)  #",
+     [DOCUMENT]),
+    ("phase_trains_on_unscored_documents", "a global SGD phase trains on the shortest documents, scored or not",
+     "training = sorted(finished, key=",
+     "training = sorted(spans, key=",
+     [DOCUMENT]),
     ("adam_like_steps", "Adam's two faults: steps of 0.1 per chunk whatever its size, eps 1e-8",
      ("gradient / (scale + LEARNER_EPS)", "step, keep = rate * share,"),
      ("gradient / (scale + 1e-8)", "step, keep = 0.1,"),

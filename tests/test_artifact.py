@@ -236,9 +236,10 @@ def test_packed_train_gpt_execs_and_is_counted(tmp_path):
 
 def test_packed_train_gpt_fits_its_byte_budget():
     """The script's bytes count toward the 16,000,000-byte cap: the shipped copy stays small enough to
-    leave the weights room (the published copy was 16,594 bytes; ours budgets 22,000)."""
+    leave the weights room (the published copy was 16,594 bytes; ours budgets 26,000: 22,000 for the pr1493 stack,
+    then document TTT with its phases and the n-gram tilt)."""
     packed_bytes = tg.code_bytes_of(TRAIN_GPT_PATH)
-    assert packed_bytes <= 22_000, f"packed train_gpt.py is {packed_bytes:,} bytes, over its 22,000-byte budget"
+    assert packed_bytes <= 26_000, f"packed train_gpt.py is {packed_bytes:,} bytes, over its 26,000-byte budget"
 
 
 def test_artifact_accounting_sums_and_boundary():

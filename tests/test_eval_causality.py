@@ -11,6 +11,7 @@ target t - 1, or the test would check nothing.
 from __future__ import annotations
 
 import copy
+import itertools
 import random
 
 import pytest
@@ -121,3 +122,76 @@ def test_stream_evaluation_with_dualclock_is_causal_through_the_real_loop(monkey
     bos_after = next(i for i in range(150, 300) if tokens[i - 1] == BOS)
     for t in (40, 96, 97, 150, bos_after, 250):  # inside the first chunk, a chunk's first targets, after a BOS
         assert_causal(first, run_stream(model, perturbed(tokens, t, h.vocab_size), h, recorder)[1], t)
+
+
+# -- document TTT: the same check in the evaluation stream (documents in scoring order) ---------------------------
+
+DOCUMENT_ENV = {"TTT_MODE": "document", "TTT_LORA_RANK": "4", "TTT_DOC_BATCH": "3", "TTT_DOC_CHUNK_TOKENS": "8",
+                "TTT_SHORT_CHUNKS": "20:4", "TTT_PHASES": "2", "TTT_PHASE_PREFIX_DOCS": "16", "TTT_CHUNK_TOKENS": "64",
+                "TTT_GLOBAL_LR": "0.05", "TTT_LORA_LR": "0.01"}
+
+
+def document_settings(**extra) -> tg.Hyperparameters:
+    return stream_settings(**{**DOCUMENT_ENV, **extra})
+
+
+def run_documents(model: tg.GPT, tokens: torch.Tensor, h: tg.Hyperparameters, recorder: MixRecorder):
+    runtime = tg.setup_runtime(h, {})
+    clock = tg.DualClock(h, h.vocab_size, "cpu")
+    result = tg.evaluate_documents(copy.deepcopy(model), tokens, flat_tables(h.vocab_size), h, runtime, hooks=[clock])
+    return result, recorder.take()
+
+
+def long_documents_stream(vocab: int) -> torch.Tensor:
+    """Documents of 3..60 tokens and three of 100, longer than the 64-token window, so that windows slide."""
+    generator = torch.Generator().manual_seed(9)
+    long = [torch.cat([torch.tensor([BOS]), torch.randint(2, vocab, (20,), generator=generator).repeat(5)[:99]])
+            for _ in range(3)]
+    return torch.cat([documents_stream(400, vocab, seed=5)[:-1], *long, documents_stream(300, vocab, seed=6)])
+
+
+def perturbed_in_order(tokens: torch.Tensor, order: torch.Tensor, t: int, vocab: int) -> torch.Tensor:
+    """tokens whose evaluation stream differs from t on: every non-BOS token there replaced (BOS kept, so the
+    documents' lengths, and with them the scoring order, stay; the order is a function of all lengths, SPEC 6.4)."""
+    changed = tokens.clone()
+    positions = torch.cat([order[t:], order[-1:] + 1])
+    generator = torch.Generator().manual_seed(t)
+    keep = changed[positions] == BOS
+    fresh = torch.randint(2, vocab, (positions.numel(),), generator=generator)
+    fresh = torch.where(fresh == changed[positions], (fresh - 1).clamp_min(2) + (fresh == 2) * 2, fresh)
+    changed[positions] = torch.where(keep, changed[positions], fresh)
+    return changed
+
+
+def test_document_evaluation_with_dualclock_is_causal_in_its_order(monkeypatch):
+    h = document_settings()
+    recorder = MixRecorder(monkeypatch)
+    tokens = long_documents_stream(h.vocab_size)
+    queue = tg.document_queue(tg.document_spans(tokens), bool(tokens[-1] == BOS), h)
+    order, stream = tg.evaluation_stream(tokens, queue)
+    plan = tg.document_plan(queue, h, 1)
+    assert [phases for _, phases in plan if phases] == [[0], [1]]  # two pauses for global SGD
+    model = tiny_model(h)
+    result, first = run_documents(model, tokens, h, recorder)
+    assert result.tokens == tokens.numel() - 1 == first["mixed"].numel() and result.extra["sgd_ms"] > 0
+    again = run_documents(model, tokens, h, recorder)[1]
+    assert all(torch.equal(first[k], again[k]) for k in first)  # the same artifact and seed: the same scores
+    segment_ends = list(itertools.accumulate(sum(e - f for f, e in queue[i]) for i in range(len(queue))))
+    long_document = next(v for v in range(order.numel()) if order[v] == 450)  # inside a document of 100
+    candidates = [5, 40, segment_ends[1] + 2, segment_ends[3] + 1, long_document, long_document + 9, order.numel() - 30]
+    for t in candidates:
+        t += int(stream[t] == BOS)  # a token that the perturbation changes
+        changed = perturbed_in_order(tokens, order, t, h.vocab_size)
+        assert_causal(first, run_documents(model, changed, h, recorder)[1], t)
+
+
+def test_document_adapters_and_phases_learn(monkeypatch):
+    """The checks above mean something only if the adapters and the phases change the scores."""
+    h = document_settings()
+    tokens = long_documents_stream(h.vocab_size)
+    model, runtime = tiny_model(h), tg.setup_runtime(h, {})
+    scores = {}
+    for name, extra in {"both": {}, "no adapter steps": {"TTT_LORA_LR": "0"}, "no phases": {"TTT_PHASES": "0"}}.items():
+        settings = document_settings(**extra)
+        scores[name] = tg.evaluate_documents(copy.deepcopy(model), tokens, flat_tables(h.vocab_size), settings, runtime).val_loss
+    assert len(set(scores.values())) == 3, scores
