@@ -29,7 +29,9 @@ STABILITY = "tests/test_dualclock_learning.py::test_one_ulp_on_one_network_nll_b
 VERIFIED = "tests/test_dualclock_learning.py::test_the_match_expert_keeps_only_candidates_whose_tokens_agree"
 REAL_LOOP = "tests/test_eval_causality.py::test_stream_evaluation_with_dualclock_is_causal_through_the_real_loop"
 DOCUMENT = "tests/test_eval_causality.py::test_document_evaluation_with_dualclock_is_causal_in_its_order"
-DOCUMENT_TESTS = [DOCUMENT]  # the document path's legality tests
+DOCUMENT_ORDER = ("tests/test_dualclock_learning.py::"
+                  "test_dualclock_over_document_ttt_matches_the_slow_reference_in_the_evaluation_order")
+DOCUMENT_TESTS = [DOCUMENT, DOCUMENT_ORDER]  # the document path's legality tests
 
 # (name, what the bug does, text in train_gpt.py, its replacement, the tests that must catch it); a bug of
 # several patches gives tuples of texts and replacements.
@@ -111,6 +113,11 @@ BUGS = [
      "training = sorted(finished, key=",
      "training = sorted(spans, key=",
      [DOCUMENT]),
+    ("mixer_in_document_order", "document TTT: the mixer reads the stream in document order while the network "
+     "scores in length order (#2130/#2135's counts; SPEC_FRONTIER 7.4)",
+     "chunk = ChunkScores(stream, bounds[i]",
+     "chunk = ChunkScores(tokens, bounds[i]",
+     [DOCUMENT_ORDER, DOCUMENT]),
     ("adam_like_steps", "Adam's two faults: steps of 0.1 per chunk whatever its size, eps 1e-8",
      ("gradient / (scale + LEARNER_EPS)", "step, keep = rate * share,"),
      ("gradient / (scale + 1e-8)", "step, keep = 0.1,"),
