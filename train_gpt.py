@@ -200,6 +200,10 @@ class Hyperparameters:
     dc_escape_lr: float = 3e-5  # the most the escapes move per scored token
     dc_match_tokens: str = "4,16"  # match expert: context lengths (tokens) looked up, ascending powers of two; 0: off
     dc_escape_sample_tokens: int = 1024  # positions the escapes learn from: the first of the gate's sample (at most)
+    dc_tilt: bool = False  # the records' token-only n-gram tilt (SPEC_FRONTIER 7), counted in the evaluation order
+    dc_tilt_order: int = 16  # the hint's context is the DC_TILT_ORDER-1 tokens before the target
+    dc_tilt_threshold: float = 0.8  # a hint fires when its count is this share of its context's
+    dc_tilt_boost: float = 2.625
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Hyperparameters":
@@ -1459,6 +1463,8 @@ class ChunkScores:
     entropy: Tensor  # (n,) float32 network entropy at each position (never sees the target)
     top_prob: Tensor  # (n,) float32 network top probability
     target_bytes: Tensor  # (n,) float64
+    hint_logprob: Tensor | None = None  # (n,) with DC_TILT: the network's log-probability of the hint (0: none)
+    hint: Tensor | None = None  # (n,) the n-gram tilt's hinted token, -1 where none
 
 
 def sliding_windows(num_targets: int, seq_len: int, stride: int) -> list[tuple[int, int]]:
@@ -1486,7 +1492,7 @@ class WindowScorer:
     positions that score nothing. No data-dependent shape, no host sync."""
 
     def __init__(self, model: GPT, h: Hyperparameters, runtime: Runtime):
-        self.model, self.h, self.runtime = model, h, runtime
+        self.model, self.h, self.runtime, self.hints = model, h, runtime, None  # hints: (N-1,) with DC_TILT
         self.hidden = maybe_compile(model.hidden, runtime)
         self.statistics = maybe_compile(model.statistics, runtime)
 
@@ -1518,15 +1524,19 @@ class WindowScorer:
             statistics = self.statistics(hidden[:, begin:end], sequences[:, begin + 1:end + 1])  # (3, B, end-begin)
         targets = starts[:, None] + torch.arange(begin, end, device=starts.device)
         columns = torch.where(targets >= scored_from[:, None], targets - offset, buffer.size(1) - 1)
-        values = torch.cat([statistics.float(), torch.ones_like(statistics[:1])])
-        buffer.index_add_(1, columns.flatten(), values.flatten(1))
+        values = [statistics.float(), torch.ones_like(statistics[:1])]
+        if self.hints is not None:  # a fifth row: the log-probability of each target's hint
+            with self.runtime.autocast():
+                logits = self.model.logits(hidden[:, begin:end])
+            values.append(hint_logprob(logits, self.hints[targets.clamp_max(self.hints.numel() - 1)]).unsqueeze(0))
+        buffer.index_add_(1, columns.flatten(), torch.cat(values).flatten(1))
 
     def warm_up(self, windows: list[tuple[int, int]], stride: int) -> None:
         """Compile by scoring the first windows' shapes on a stream of zeros (never the validation tokens),
         into a throwaway buffer."""
         windows = windows[:self.h.val_batch_seqs]
         zeros = torch.zeros(windows[-1][0] + self.h.eval_seq_len + 1, dtype=torch.long, device=self.runtime.device)
-        self.score(zeros, windows, stride, torch.zeros(4, zeros.numel(), device=zeros.device), 0)
+        self.score(zeros, windows, stride, torch.zeros(5, zeros.numel(), device=zeros.device)[:4 + (self.hints is not None)], 0)
 
 
 def reduce_scores(buffer: Tensor, runtime: Runtime) -> tuple[Tensor, Tensor]:
@@ -1534,6 +1544,12 @@ def reduce_scores(buffer: Tensor, runtime: Runtime) -> tuple[Tensor, Tensor]:
     Returns (nll, entropy, top_prob) (3, n) and the number of targets not scored exactly once, on device."""
     buffer = all_reduce(buffer, runtime)[:, :-1]
     return buffer[:3], (buffer[3] != 1).sum()
+
+
+def hint_logprob(logits: Tensor, hints: Tensor) -> Tensor:
+    """log p(hint) from the full softmax of fp32 logits (..., V); 0 where there is no hint (-1)."""
+    logq = logits.float().log_softmax(-1).gather(-1, hints.clamp_min(0).unsqueeze(-1)).squeeze(-1)
+    return torch.where(hints >= 0, logq, 0.0)
 
 
 def check_scored_once(misscored: int) -> None:
@@ -1646,6 +1662,7 @@ def evaluate_stream(name: str, scorer: WindowScorer, tokens: Tensor, tables: Byt
     model.eval()
     tokens = tokens.to(runtime.device)
     num_targets = tokens.numel() - 1
+    hints = scorer.hints = ngram_hints(tokens, h) if name == "ttt" and h.dc_tilt else None  # the scored pass only
     chunks = chunk_windows(sliding_windows(num_targets, h.eval_seq_len, stride), chunk_tokens)
     bounds = [(windows[0][1], windows[-1][0] + h.eval_seq_len) for windows in chunks]  # targets of each chunk
     most = max(min(len(range(a, b - h.eval_seq_len + 1, h.eval_seq_len)), h.ttt_batch_seqs) for a, b in bounds)
@@ -1658,13 +1675,13 @@ def evaluate_stream(name: str, scorer: WindowScorer, tokens: Tensor, tables: Byt
     misscored = torch.zeros((), dtype=torch.long, device=runtime.device)
     hook_ms = 0.0
     for index, (windows, (first_target, last_target)) in enumerate(zip(chunks, bounds)):
-        buffer = torch.zeros(4, last_target - first_target + 1, device=runtime.device)
+        buffer = torch.zeros(4 + (hints is not None), last_target - first_target + 1, device=runtime.device)
         scorer.score(tokens, windows[runtime.rank::runtime.world_size], stride, buffer, first_target)
         (nll, entropy, top_prob), chunk_misscored = reduce_scores(buffer, runtime)  # the chunk's one collective
         total_nll += nll.double().sum()
         misscored += chunk_misscored
-        chunk = ChunkScores(tokens, first_target, last_target, nll, entropy, top_prob,
-                            all_bytes[first_target:last_target])
+        chunk = ChunkScores(tokens, first_target, last_target, nll, entropy, top_prob, all_bytes[first_target:last_target],
+                            *(() if hints is None else (buffer[4, :-1], hints[first_target:last_target])))
         hook_ms += run_hooks(hooks, chunk)
         if index < len(chunks) - 1 and train:
             cosine = 0.5 * (1 + math.cos(math.pi * index / max(1, len(chunks) - 1)))
@@ -1693,8 +1710,8 @@ def finish_result(name: str, total_nll: Tensor, all_bytes: Tensor, start_time: f
     result = EvalResult(name, total_nll / num_targets, total_nll / math.log(2) / total_bytes, elapsed_ms, num_targets, extra)
     mixers = [hook for hook in hooks if hasattr(hook, "log_fields")]
     if mixers:
-        result.dualclock = dict(mixers[0].log_fields(), dc_share=round(hook_ms / elapsed_ms, 4),
-                                neural_loss=result.val_loss)
+        fields = {key: value for mixer in reversed(mixers) for key, value in mixer.log_fields().items()}
+        result.dualclock = dict(fields, dc_share=round(hook_ms / elapsed_ms, 4), neural_loss=result.val_loss)
         mixed_bpb = result.dualclock["mixed_bpb"]
         result.val_loss, result.val_bpb = mixed_bpb * total_bytes * math.log(2) / num_targets, mixed_bpb
     return result
@@ -1827,16 +1844,19 @@ class DocumentScorer:
     entropy, top probability and a 1 to the buffer at their target index), then, unless it is every remaining
     document's last chunk, one AdamW step on Σ_documents mean(NLL of the chunk) (documents never interact)."""
 
-    def __init__(self, model: GPT, h: Hyperparameters, runtime: Runtime):
-        self.model, self.h, self.runtime = model, h, runtime
+    def __init__(self, model: GPT, h: Hyperparameters, runtime: Runtime, hints: Tensor | None = None):
+        self.model, self.h, self.runtime, self.hints = model, h, runtime, hints  # hints: (N-1,) with DC_TILT
         self.adapters = DocumentAdapters(model, h)
         self.forward = maybe_compile(self._forward, runtime)
 
-    def _forward(self, inputs: Tensor, positions: Tensor, targets: Tensor) -> Tensor:
+    def _forward(self, inputs: Tensor, positions: Tensor, targets: Tensor, hints: Tensor) -> Tensor:
+        """(3 or 4, B, c): NLL, entropy, top probability (and log p(hint) with DC_TILT) of the scored block."""
         with self.adapters.applied(), self.runtime.autocast():
             hidden = self.model.hidden(inputs)  # (B, T, d)
             block = hidden.gather(1, positions.unsqueeze(-1).expand(-1, -1, hidden.size(-1)))  # (B, c, d)
-            return torch.stack(token_statistics(self.adapters.logits(block), targets))  # (3, B, c)
+            logits = self.adapters.logits(block)
+            extra = [hint_logprob(logits, hints)] if self.hints is not None else []
+            return torch.stack([*token_statistics(logits, targets), *extra])
 
     def score_batch(self, tokens: Tensor, batch: list[tuple[int, int]], seed: int, buffer: Tensor, shape=None) -> None:
         h, device = self.h, tokens.device
@@ -1857,9 +1877,11 @@ class DocumentScorer:
             index = (first[:, None] + target).clamp_max(tokens.numel() - 2)
             positions = (target - begin[:, None]).clamp(0, width - 1)
             with torch.set_grad_enabled(learn):
-                statistics = self.forward(inputs, positions, tokens[index + 1])
+                hints = self.hints[index] if self.hints is not None else index
+                statistics = self.forward(inputs, positions, tokens[index + 1], hints)
                 columns = torch.where(scored, index, buffer.size(1) - 1).flatten()
-                buffer.index_add_(1, columns, torch.cat([statistics.detach().float(), torch.ones_like(statistics[:1])]).flatten(1))
+                values = [statistics[:3].detach().float(), torch.ones_like(statistics[:1]), statistics[3:].detach().float()]
+                buffer.index_add_(1, columns, torch.cat(values).flatten(1))
                 if learn:
                     weights = (k < count - 1).float() / scored.sum(1).clamp_min(1)
                     ((statistics[0] * scored).sum(1) @ weights).backward()
@@ -1872,7 +1894,8 @@ class DocumentScorer:
         for rows, chunk, width in sorted(shapes):
             zeros = torch.zeros(rows * 2 * chunk + 1, dtype=torch.long, device=self.runtime.device)
             spans = [(i * 2 * chunk, (i + 1) * 2 * chunk) for i in range(rows)]
-            self.score_batch(zeros, spans, 0, torch.zeros(4, zeros.numel(), device=zeros.device), (chunk, 2, width))
+            buffer = torch.zeros(4 + (self.hints is not None), zeros.numel(), device=zeros.device)
+            self.score_batch(zeros, spans, 0, buffer, (chunk, 2, width))
         self.adapters.rows = 0
 
 
@@ -1910,15 +1933,16 @@ def evaluate_documents(model: GPT, tokens: Tensor, tables: ByteTables, h: Hyperp
     spans = document_spans(tokens)
     queue = document_queue(spans, bool(tokens[-1] == BOS_ID), h)
     plan = document_plan(queue, h, runtime.world_size)
-    scorer = DocumentScorer(model, h, runtime)
+    order, stream = evaluation_stream(tokens, queue)
+    hints = ngram_hints(stream, h) if h.dc_tilt else None  # counted in the evaluation order (SPEC_FRONTIER 7.4)
+    scorer = DocumentScorer(model, h, runtime, None if hints is None else torch.empty_like(hints).index_copy_(0, order, hints))
     shapes = {(len(queue[i]), *batch_shape(queue[i], h)[::2]) for ranks, _ in plan for i in ranks[runtime.rank]}
     timings = {"compile_ms": timed_warm_up(runtime, lambda: scorer.warm_up(shapes)) if runtime.compile else 0.0,
                "adapter_ms": 0.0, "sgd_ms": 0.0, "mixer_ms": 0.0}
-    order, stream = evaluation_stream(tokens, queue)
     all_bytes = tables.target_bytes(tokens)
     sizes = [sum(end - first for first, end in batch) for batch in queue]
     bounds = [0] + list(itertools.accumulate(sizes))
-    buffer = torch.zeros(4, tokens.numel(), device=runtime.device)
+    buffer = torch.zeros(4 + (hints is not None), tokens.numel(), device=runtime.device)
     total_nll = torch.zeros((), dtype=torch.float64, device=runtime.device)
     misscored, finished = torch.zeros((), dtype=torch.long, device=runtime.device), []
     for ranks, phases in plan:
@@ -1934,7 +1958,8 @@ def evaluate_documents(model: GPT, tokens: Tensor, tables: ByteTables, h: Hyperp
         misscored += (values[3] != 1).sum()
         for i in done:
             part = slice(bounds[i] - bounds[done[0]], bounds[i + 1] - bounds[done[0]])
-            chunk = ChunkScores(stream, bounds[i], bounds[i + 1], *values[:3, part], all_bytes[order[bounds[i]:bounds[i + 1]]])
+            chunk = ChunkScores(stream, bounds[i], bounds[i + 1], *values[:3, part], all_bytes[order[bounds[i]:bounds[i + 1]]],
+                                *(() if hints is None else (values[4, part], hints[bounds[i]:bounds[i + 1]])))
             timings["mixer_ms"] += run_hooks(hooks, chunk)
         finished += [span for i in done for span in queue[i]]
         for k in phases:
@@ -2903,6 +2928,64 @@ def mix_logprobs(tokens: Tensor, neural_nll: Tensor, h: Hyperparameters, chunk_t
     return torch.cat(mixed), clock.mixer
 
 
+# The token-only n-gram tilt of the records (#2130/#2135; SPEC_FRONTIER 7), a comparison beside DualClock: a hint h
+# per target from the 15 tokens before it (the token that first reached the top count after that context, if its
+# share of the context's count is >= DC_TILT_THRESHOLD), then p'(a) = p(a)·e^{β·1[a=h]} / (1 + p(h)·(e^β − 1)), a
+# distribution over all V ids. Its counts run over the stream the evaluation scores, in that order (the records
+# counted in document order while scoring in length order, 7.4); a hint reads only tokens before its target.
+
+
+def ngram_hints(tokens: Tensor, h: Hyperparameters) -> Tensor:
+    """(N-1,) long: the hint for each target of `tokens` (-1: none), as a left-to-right pass over the stream would
+    give it, counted at once: positions sorted by (context, token, position) and (context, position)."""
+    n, order = tokens.numel() - 1, h.dc_tilt_order - 1
+    key = torch.zeros(n, dtype=torch.long, device=tokens.device)
+    for j in range(order):  # a 64-bit polynomial hash of tokens[i-order+1 .. i] (wrapping multiply)
+        key = key * HASH_MUL + F.pad(tokens[:n], (order - 1 - j, 0))[:n] + 1
+    rank = torch.arange(n, device=key.device)
+    valid = rank >= order - 1  # a whole context (earlier positions get distinct keys of their own)
+    key = torch.where(valid, key, rank)
+    target = tokens[1:]
+    by_pair = torch.sort(key[torch.sort(target, stable=True)[1]], stable=True)[1]
+    by_pair = torch.sort(target, stable=True)[1][by_pair]  # positions by (context, token, position)
+    pair_start = F.pad((key[by_pair][1:] != key[by_pair][:-1]) | (target[by_pair][1:] != target[by_pair][:-1]), (1, 0), value=True)
+    count = torch.empty_like(key)  # each position's pair count after it
+    count[by_pair] = rank - torch.cummax(torch.where(pair_start, rank, 0), 0)[0] + 1
+    by_context = torch.sort(key, stable=True)[1]  # positions by (context, position)
+    run_start = F.pad(key[by_context][1:] != key[by_context][:-1], (1, 0), value=True)
+    first = torch.cummax(torch.where(run_start, rank, 0), 0)[0]  # each sorted position's run start
+    counts = count[by_context]
+    top = torch.cummax(first * (n + 1) + counts, 0)[0] - first * (n + 1)  # the run's top count so far
+    record = run_start | (counts > F.pad(top[:-1], (1, 0)))  # a token that strictly passes the top count
+    leader = target[by_context][torch.cummax(torch.where(record, rank, 0), 0)[0]]
+    seen = rank - first  # earlier positions of the context: the state before each one is the previous one's
+    fires = ~run_start & (F.pad(top[:-1], (1, 0)) / seen.clamp_min(1) >= h.dc_tilt_threshold) & valid[by_context]
+    hints = torch.empty_like(key)
+    hints[by_context] = torch.where(fires, F.pad(leader[:-1], (1, 0)), -1)
+    return hints
+
+
+class NgramTilt:
+    """The tilt as an evaluation hook: the tilted NLL of each scored target from its network NLL and log p(hint)
+    (the scorers add it with DC_TILT); log_fields gives tilt_bpb, and mixed_bpb when it is the only mixer."""
+
+    def __init__(self, h: Hyperparameters):
+        self.boost, self.nll, self.bytes, self.fired = h.dc_tilt_boost, 0.0, 0.0, 0
+
+    def on_chunk(self, chunk: ChunkScores) -> None:
+        fires = chunk.hint >= 0
+        hit = fires & (chunk.hint == chunk.tokens[chunk.target_start + 1:chunk.target_end + 1])
+        q = chunk.hint_logprob.double().clamp_max(0).exp()
+        tilted = chunk.nll.double() - self.boost * hit + fires * torch.log1p(q * math.expm1(self.boost))
+        self.nll += float(tilted.sum())
+        self.bytes += float(chunk.target_bytes.sum())
+        self.fired += int(fires.sum())
+
+    def log_fields(self) -> dict:
+        tilt_bpb = round(self.nll / math.log(2) / self.bytes, 8)
+        return {"tilt_bpb": tilt_bpb, "mixed_bpb": tilt_bpb, "tilt_fired": self.fired}
+
+
 # -----------------------------------------------------------------------------
 # MAIN
 # The orchestrator: validate inputs before spending compute, train, quantize, write the
@@ -3016,12 +3099,12 @@ def evaluate_artifact(h: Hyperparameters, runtime: Runtime, log: Logger, val_tok
         if wanted and (h.eval_diagnostics or name == scored):
             results[name] = log_eval(log, evaluate_windows(name, scorer, val_tokens, tables, stride, h, runtime))
     if h.ttt_enabled:
-        hooks = [DualClock(h, h.vocab_size, runtime.device)] if h.dc_enabled else []
+        hooks = [DualClock(h, h.vocab_size, runtime.device)] * h.dc_enabled + [NgramTilt(h)] * h.dc_tilt
         recorder = NetworkPassRecorder() if h.eval_dump_path else None
         hooks += [recorder] * bool(recorder)
         results["ttt"] = log_eval(log, evaluate_documents(scorer.model, val_tokens, tables, h, runtime, hooks)
                                   if h.ttt_mode == "document" else evaluate_ttt(scorer, val_tokens, tables, h, runtime, hooks))
-        if h.dc_enabled:
+        if h.dc_enabled or h.dc_tilt:
             log.fields("dualclock", **results["ttt"].dualclock)
         if recorder is not None and runtime.is_main:
             recorder.save(h.eval_dump_path)

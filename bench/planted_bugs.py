@@ -32,6 +32,7 @@ DOCUMENT = "tests/test_eval_causality.py::test_document_evaluation_with_dualcloc
 DOCUMENT_ORDER = ("tests/test_dualclock_learning.py::"
                   "test_dualclock_over_document_ttt_matches_the_slow_reference_in_the_evaluation_order")
 DOCUMENT_TESTS = [DOCUMENT, DOCUMENT_ORDER]  # the document path's legality tests
+TILT_REFERENCE = "tests/test_eval_causality.py::test_ngram_hints_match_a_left_to_right_pass"
 
 # (name, what the bug does, text in train_gpt.py, its replacement, the tests that must catch it); a bug of
 # several patches gives tuples of texts and replacements.
@@ -96,10 +97,10 @@ BUGS = [
      "trainer.train_on_chunk(tokens, first_target, min(last_target + h.eval_seq_len, num_targets), h.ttt_lr * cosine)",
      [REAL_LOOP]),
     ("adapter_learns_before_scoring", "document TTT: the adapters take a step on a chunk before scoring it",
-     "            with torch.set_grad_enabled(learn):\n                statistics = self.forward(",
-     "            if learn:\n                (self.forward(inputs, positions, tokens[index + 1])[0] * scored).sum().backward()\n"
-     "                self.adapters.optimizer.step()\n                self.adapters.optimizer.zero_grad()\n"
-     "            with torch.set_grad_enabled(learn):\n                statistics = self.forward(",
+     "                statistics = self.forward(inputs, positions, tokens[index + 1], hints)\n",
+     "                if learn:\n                    (self.forward(inputs, positions, tokens[index + 1], hints)[0] * scored).sum().backward()\n"
+     "                    self.adapters.optimizer.step()\n                    self.adapters.optimizer.zero_grad()\n"
+     "                statistics = self.forward(inputs, positions, tokens[index + 1], hints)\n",
      [DOCUMENT]),
     ("adapter_reads_its_target", "document TTT: each target is scored from the position after it (its input)",
      "positions = (target - begin[:, None]).clamp(0, width - 1)",
@@ -118,6 +119,15 @@ BUGS = [
      "chunk = ChunkScores(stream, bounds[i]",
      "chunk = ChunkScores(tokens, bounds[i]",
      [DOCUMENT_ORDER, DOCUMENT]),
+    ("tilt_counts_in_document_order", "the n-gram tilt's counts run in document order while documents are scored in "
+     "length order (#2130/#2135; SPEC_FRONTIER 7.4)",
+     "hints = ngram_hints(stream, h) if h.dc_tilt else None",
+     "hints = ngram_hints(tokens, h)[order] if h.dc_tilt else None",
+     [DOCUMENT]),
+    ("tilt_hint_counts_its_target", "the tilt's hint is the leader after its own target is counted",
+     "hints[by_context] = torch.where(fires, F.pad(leader[:-1], (1, 0)), -1)",
+     "hints[by_context] = torch.where(fires, leader, -1)",
+     [TILT_REFERENCE]),
     ("adam_like_steps", "Adam's two faults: steps of 0.1 per chunk whatever its size, eps 1e-8",
      ("gradient / (scale + LEARNER_EPS)", "step, keep = rate * share,"),
      ("gradient / (scale + 1e-8)", "step, keep = 0.1,"),

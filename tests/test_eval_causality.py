@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 import random
 
 import pytest
@@ -21,7 +22,8 @@ import train_gpt as tg
 from conftest import TINY_ENV
 
 BOS = tg.BOS_ID
-DC_ENV = {"DC_ENABLED": "1", "DC_GATE_SAMPLE_TOKENS": "48", "DC_ESCAPE_SAMPLE_TOKENS": "32"}
+DC_ENV = {"DC_ENABLED": "1", "DC_GATE_SAMPLE_TOKENS": "48", "DC_ESCAPE_SAMPLE_TOKENS": "32",
+          "DC_TILT": "1", "DC_TILT_ORDER": "3", "DC_TILT_THRESHOLD": "0.5"}  # short hints, so that they fire
 
 
 def documents_stream(length: int, vocab: int, seed: int) -> torch.Tensor:
@@ -52,13 +54,20 @@ def flat_tables(vocab_size: int) -> tg.ByteTables:
 
 
 class MixRecorder:
-    """Wraps DualClock.mix_chunk and gate_features: per target, the components' log-probs (network
-    first), the mixed log-prob, the gate's features and the weights the gate used."""
+    """Wraps DualClock.mix_chunk, gate_features and the tilt's hook: per target, the components' log-probs
+    (network first), the mixed log-prob, the gate's features and the weights the gate used, the tilt's hint
+    and the network's log-probability of it."""
 
     def __init__(self, monkeypatch):
-        self.rows: dict[str, list[torch.Tensor]] = {"logprobs": [], "mixed": [], "features": [], "used": []}
-        mix_chunk, features = tg.DualClock.mix_chunk, tg.gate_features
+        self.rows: dict[str, list[torch.Tensor]] = {key: [] for key in
+                                                    ("logprobs", "mixed", "features", "used", "hint", "hint_logprob")}
+        mix_chunk, features, tilt = tg.DualClock.mix_chunk, tg.gate_features, tg.NgramTilt.on_chunk
         recorder = self
+
+        def recording_tilt(hook, chunk):
+            recorder.rows["hint"].append(chunk.hint.clone())
+            recorder.rows["hint_logprob"].append(chunk.hint_logprob.clone())
+            return tilt(hook, chunk)
 
         def recording_features(*args, **kwargs):
             result = features(*args, **kwargs)
@@ -73,6 +82,7 @@ class MixRecorder:
             return logprobs, mixed
 
         monkeypatch.setattr(tg, "gate_features", recording_features)
+        monkeypatch.setattr(tg.NgramTilt, "on_chunk", recording_tilt)
         monkeypatch.setattr(tg.DualClock, "mix_chunk", recording_mix_chunk)
 
     def take(self) -> dict[str, torch.Tensor]:
@@ -84,9 +94,9 @@ class MixRecorder:
 
 def run_stream(model: tg.GPT, tokens: torch.Tensor, h: tg.Hyperparameters, recorder: MixRecorder):
     runtime = tg.setup_runtime(h, {})
-    clock = tg.DualClock(h, h.vocab_size, "cpu")
+    hooks = [tg.DualClock(h, h.vocab_size, "cpu"), tg.NgramTilt(h)]
     result = tg.evaluate_ttt(tg.WindowScorer(copy.deepcopy(model), h, runtime), tokens, flat_tables(h.vocab_size), h,
-                             runtime, hooks=[clock])
+                             runtime, hooks=hooks)
     return result, recorder.take()
 
 
@@ -96,6 +106,8 @@ def assert_causal(first: dict, second: dict, t: int) -> None:
         assert torch.equal(first[key][:kept], second[key][:kept]), f"{key} of a target before {kept} moved"
     assert torch.equal(first["features"][kept], second["features"][kept]), "the gate's features at t-1 moved"
     assert torch.equal(first["used"][kept], second["used"][kept]), "the gate's weights at t-1 moved"
+    for key in ("hint", "hint_logprob"):  # the tilt at t - 1 is decided before tokens[t]
+        assert torch.equal(first[key][:t], second[key][:t]), f"the tilt's {key} at or before t-1 moved"
     assert not torch.equal(first["logprobs"][kept], second["logprobs"][kept]), "the perturbation changed nothing"
 
 
@@ -116,7 +128,7 @@ def test_stream_evaluation_with_dualclock_is_causal_through_the_real_loop(monkey
     tokens = documents_stream(5 * 64 + 1, h.vocab_size, seed=3)
     model = tiny_model(h)
     result, first = run_stream(model, tokens, h, recorder)
-    assert first["mixed"].numel() == tokens.numel() - 1 and result.dualclock
+    assert first["mixed"].numel() == tokens.numel() - 1 and result.dualclock["tilt_fired"] > 20
     again = run_stream(model, tokens, h, recorder)[1]
     assert all(torch.equal(first[k], again[k]) for k in first)  # the same artifact gives the same scores
     bos_after = next(i for i in range(150, 300) if tokens[i - 1] == BOS)
@@ -137,8 +149,8 @@ def document_settings(**extra) -> tg.Hyperparameters:
 
 def run_documents(model: tg.GPT, tokens: torch.Tensor, h: tg.Hyperparameters, recorder: MixRecorder):
     runtime = tg.setup_runtime(h, {})
-    clock = tg.DualClock(h, h.vocab_size, "cpu")
-    result = tg.evaluate_documents(copy.deepcopy(model), tokens, flat_tables(h.vocab_size), h, runtime, hooks=[clock])
+    hooks = [tg.DualClock(h, h.vocab_size, "cpu"), tg.NgramTilt(h)]
+    result = tg.evaluate_documents(copy.deepcopy(model), tokens, flat_tables(h.vocab_size), h, runtime, hooks=hooks)
     return result, recorder.take()
 
 
@@ -174,6 +186,7 @@ def test_document_evaluation_with_dualclock_is_causal_in_its_order(monkeypatch):
     model = tiny_model(h)
     result, first = run_documents(model, tokens, h, recorder)
     assert result.tokens == tokens.numel() - 1 == first["mixed"].numel() and result.extra["sgd_ms"] > 0
+    assert result.dualclock["tilt_fired"] > 20
     again = run_documents(model, tokens, h, recorder)[1]
     assert all(torch.equal(first[k], again[k]) for k in first)  # the same artifact and seed: the same scores
     segment_ends = list(itertools.accumulate(sum(e - f for f, e in queue[i]) for i in range(len(queue))))
@@ -195,3 +208,52 @@ def test_document_adapters_and_phases_learn(monkeypatch):
         settings = document_settings(**extra)
         scores[name] = tg.evaluate_documents(copy.deepcopy(model), tokens, flat_tables(h.vocab_size), settings, runtime).val_loss
     assert len(set(scores.values())) == 3, scores
+
+
+# -- the n-gram tilt -------------------------------------------------------------------------------------------
+
+
+def slow_hints(tokens: list[int], order: int, threshold: float) -> list[int]:
+    """SPEC_FRONTIER 7.1, one target at a time with dictionaries: look up, then count the target."""
+    contexts, pairs, hints = {}, {}, []
+    for i in range(len(tokens) - 1):
+        if i < order - 2:
+            hints.append(-1)
+            continue
+        context, target = tuple(tokens[i - order + 2:i + 1]), tokens[i + 1]
+        total, top, leader = contexts.get(context, (0, 0, -1))
+        hints.append(leader if total and top / total >= threshold else -1)
+        pairs[context, target] = pairs.get((context, target), 0) + 1
+        if pairs[context, target] > top:  # strictly: a tie keeps the older token
+            top, leader = pairs[context, target], target
+        contexts[context] = (total + 1, top, leader)
+    return hints
+
+
+@pytest.mark.parametrize("order, threshold", [(16, 0.8), (3, 0.5), (2, 0.8), (4, 0.3)])
+def test_ngram_hints_match_a_left_to_right_pass(order, threshold):
+    rng = random.Random(order)
+    phrases = [[rng.randrange(2, 9) for _ in range(rng.randrange(2, 20))] for _ in range(5)]
+    stream = [BOS]
+    while len(stream) < 3000:
+        stream += rng.choice(phrases) if rng.random() < 0.6 else [rng.randrange(0, 9)]
+    h = tg.Hyperparameters.from_env({"DC_TILT_ORDER": str(order), "DC_TILT_THRESHOLD": str(threshold)})
+    hints = tg.ngram_hints(torch.tensor(stream), h).tolist()
+    assert hints == slow_hints(stream, order, threshold) and sum(x >= 0 for x in hints) > 5
+
+
+def test_the_tilt_is_a_distribution_over_every_candidate():
+    """p'(a) = p(a)·e^{β·1[a=h]} / Z for every candidate a, through the hook: the tilted probabilities sum to 1."""
+    h = tg.Hyperparameters.from_env({"VOCAB_SIZE": "16", "DC_TILT_BOOST": "2.625"})
+    logits = torch.randn(16, generator=torch.Generator().manual_seed(1)) * 3
+    log_p = logits.log_softmax(0)
+    for hint in (-1, 0, 5):
+        total = 0.0
+        for candidate in range(16):
+            tilt = tg.NgramTilt(h)
+            tokens = torch.tensor([BOS, candidate])
+            tilt.on_chunk(tg.ChunkScores(tokens, 0, 1, -log_p[candidate:candidate + 1], torch.zeros(1), torch.zeros(1),
+                                         torch.ones(1, dtype=torch.float64), log_p[max(hint, 0):max(hint, 0) + 1],
+                                         torch.tensor([hint])))
+            total += math.exp(-tilt.nll)
+        assert total == pytest.approx(1, abs=1e-6)
