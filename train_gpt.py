@@ -157,7 +157,7 @@ class Hyperparameters:
     ttt_momentum: float = 0.9
     ttt_batch_seqs: int = 32  # global sequences per TTT step
     ttt_grad_clip: float = 1.0
-    # Document TTT (docs/evaluation.md; SPEC_FRONTIER 6.2-6.6): per-document LoRA, score-first, phased global SGD.
+    # Document TTT (docs/evaluation.md): per-document LoRA, score-first, phased global SGD (#1530 to #2014).
     # Defaults: #1874's values; TTT_MODE=stream (pr1493) stays the default evaluation.
     ttt_mode: str = "stream"  # stream: pr1493's chunked SGD TTT | document: batched per-document LoRA TTT
     ttt_lora_rank: int = 128
@@ -200,7 +200,7 @@ class Hyperparameters:
     dc_escape_lr: float = 3e-5  # the most the escapes move per scored token
     dc_match_tokens: str = "4,16"  # match expert: context lengths (tokens) looked up, ascending powers of two; 0: off
     dc_escape_sample_tokens: int = 1024  # positions the escapes learn from: the first of the gate's sample (at most)
-    dc_tilt: bool = False  # the records' token-only n-gram tilt (SPEC_FRONTIER 7), counted in the evaluation order
+    dc_tilt: bool = False  # the records' token-only n-gram tilt (#2130/#2135), counted in the evaluation order
     dc_tilt_order: int = 16  # the hint's context is the DC_TILT_ORDER-1 tokens before the target
     dc_tilt_threshold: float = 0.8  # a hint fires when its count is this share of its context's
     dc_tilt_boost: float = 2.625
@@ -1717,7 +1717,7 @@ def finish_result(name: str, total_nll: Tensor, all_bytes: Tensor, start_time: f
     return result
 
 
-# -- Document TTT (SPEC_FRONTIER 6.2-6.6) ---------------------------------------------------------------------
+# -- Document TTT (#1530 to #2014; docs/evaluation.md) ---------------------------------------------------------
 # Each document is scored as its own rows (left-aligned, zero-padded; causal attention keeps it alone) with its own
 # LoRA adapters, chunk by chunk: a chunk's targets are scored, then one AdamW step learns from them (never the last
 # chunk). Length-sorted batches run longest first; once the batches holding the first floor(D*k/K) documents are
@@ -1934,7 +1934,7 @@ def evaluate_documents(model: GPT, tokens: Tensor, tables: ByteTables, h: Hyperp
     queue = document_queue(spans, bool(tokens[-1] == BOS_ID), h)
     plan = document_plan(queue, h, runtime.world_size)
     order, stream = evaluation_stream(tokens, queue)
-    hints = ngram_hints(stream, h) if h.dc_tilt else None  # counted in the evaluation order (SPEC_FRONTIER 7.4)
+    hints = ngram_hints(stream, h) if h.dc_tilt else None  # counted in the order the evaluation scores
     scorer = DocumentScorer(model, h, runtime, None if hints is None else torch.empty_like(hints).index_copy_(0, order, hints))
     shapes = {(len(queue[i]), *batch_shape(queue[i], h)[::2]) for ranks, _ in plan for i in ranks[runtime.rank]}
     timings = {"compile_ms": timed_warm_up(runtime, lambda: scorer.warm_up(shapes)) if runtime.compile else 0.0,
@@ -2928,7 +2928,7 @@ def mix_logprobs(tokens: Tensor, neural_nll: Tensor, h: Hyperparameters, chunk_t
     return torch.cat(mixed), clock.mixer
 
 
-# The token-only n-gram tilt of the records (#2130/#2135; SPEC_FRONTIER 7), a comparison beside DualClock: a hint h
+# The token-only n-gram tilt of the records (#2130/#2135), a comparison beside DualClock: a hint h
 # per target from the 15 tokens before it (the token that first reached the top count after that context, if its
 # share of the context's count is >= DC_TILT_THRESHOLD), then p'(a) = p(a)·e^{β·1[a=h]} / (1 + p(h)·(e^β − 1)), a
 # distribution over all V ids. Its counts run over the stream the evaluation scores, in that order (the records

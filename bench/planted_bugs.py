@@ -115,12 +115,12 @@ BUGS = [
      "training = sorted(spans, key=",
      [DOCUMENT]),
     ("mixer_in_document_order", "document TTT: the mixer reads the stream in document order while the network "
-     "scores in length order (#2130/#2135's counts; SPEC_FRONTIER 7.4)",
+     "scores in length order (#2130/#2135's counts)",
      "chunk = ChunkScores(stream, bounds[i]",
      "chunk = ChunkScores(tokens, bounds[i]",
      [DOCUMENT_ORDER, DOCUMENT]),
     ("tilt_counts_in_document_order", "the n-gram tilt's counts run in document order while documents are scored in "
-     "length order (#2130/#2135; SPEC_FRONTIER 7.4)",
+     "length order (#2130/#2135)",
      "hints = ngram_hints(stream, h) if h.dc_tilt else None",
      "hints = ngram_hints(tokens, h)[order] if h.dc_tilt else None",
      [DOCUMENT]),

@@ -164,7 +164,7 @@ def long_documents_stream(vocab: int) -> torch.Tensor:
 
 def perturbed_in_order(tokens: torch.Tensor, order: torch.Tensor, t: int, vocab: int) -> torch.Tensor:
     """tokens whose evaluation stream differs from t on: every non-BOS token there replaced (BOS kept, so the
-    documents' lengths, and with them the scoring order, stay; the order is a function of all lengths, SPEC 6.4)."""
+    documents' lengths, and with them the scoring order, stay; the order is a function of all lengths)."""
     changed = tokens.clone()
     positions = torch.cat([order[t:], order[-1:] + 1])
     generator = torch.Generator().manual_seed(t)
@@ -214,7 +214,7 @@ def test_document_adapters_and_phases_learn(monkeypatch):
 
 
 def slow_hints(tokens: list[int], order: int, threshold: float) -> list[int]:
-    """SPEC_FRONTIER 7.1, one target at a time with dictionaries: look up, then count the target."""
+    """The published token hint (#2130/#2135), one target at a time with dictionaries: look up, then count the target."""
     contexts, pairs, hints = {}, {}, []
     for i in range(len(tokens) - 1):
         if i < order - 2:
