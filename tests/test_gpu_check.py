@@ -23,7 +23,7 @@ def test_rehearsal_runs_every_part_and_ends_with_the_summary_line(tmp_path):
     lines = out.stdout.strip().splitlines()
     summary = dict(field.split(":", 1) for field in lines[-1].split()[1:])
     assert lines[-1].startswith("gpu_check device:") and list(summary) == ["device", *gpu_check.SUMMARY_KEYS]
-    for key in ("step_ms", "train_tok_per_s", "eval_tok_per_s", "dc_chunk_ms"):
+    for key in ("step_ms", "train_tok_per_s", "eval_tok_per_s", "dc_chunk_ms", "doc_ttt_us_per_token"):
         assert float(summary[key]) > 0, key  # measured, at rehearsal sizes
     if summary["device"] == "cpu":
         assert all(summary[key] == "n/a" for key in ("compile_s", "projected_steps_8gpu", "projected_eval_s_8gpu",
@@ -53,4 +53,5 @@ def test_summary_line_prints_n_a_for_what_was_not_measured():
     runtime = types.SimpleNamespace(is_cuda=False)
     line = gpu_check.summary_line(runtime, {"step_ms": 12.5, "peak_mib": None})
     assert line == ("gpu_check device:cpu compile_s:n/a step_ms:12.5000 train_tok_per_s:n/a projected_steps_8gpu:n/a "
-                    "eval_tok_per_s:n/a projected_eval_s_8gpu:n/a dc_chunk_ms:n/a dc_cuda_vs_cpu:n/a peak_mib:n/a")
+                    "eval_tok_per_s:n/a projected_eval_s_8gpu:n/a dc_chunk_ms:n/a dc_cuda_vs_cpu:n/a peak_mib:n/a "
+                    "doc_ttt_us_per_token:n/a")
