@@ -1784,6 +1784,15 @@ def document_plan(queue: list[list[tuple[int, int]]], h: Hyperparameters, world_
     return segments
 
 
+def seeded_uniform(shape: tuple, seed: int, device: torch.device) -> Tensor:
+    """U[0, 1) float32 from a hash of (seed, index) (splitmix64's finalizer): the same draw on every device and world
+    size, with no generator state."""
+    x = (torch.arange(math.prod(shape), device=device) + seed * 0x9E3779B97F4A7C15 % 2**61) * HASH_MUL
+    for shift, multiplier in ((30, -4658895280553007687), (27, -7723592293110705685), (31, 1)):
+        x = (x ^ shift_right(x, shift)) * multiplier
+    return (shift_right(x, 40).float() / 2**24).view(shape)
+
+
 class DocumentAdapters:
     """LoRA adapters for a batch of documents, one slice per document (row): delta(x) = (x A_bᵀ) B_bᵀ · alpha/rank
     added to the output of every module named by TTT_LORA_TARGETS, through forward hooks (the model's code is not
@@ -1806,8 +1815,8 @@ class DocumentAdapters:
         """B and Adam's state to zero; A kept if TTT_WARM_START_A and the batch has as many rows, else drawn."""
         device, rank = self.model.tok_emb.weight.device, self.h.ttt_lora_rank
         if not (self.h.ttt_warm_start_a and rows == self.rows):
-            generator = torch.Generator(device=device).manual_seed(seed)
-            self.a = [[((torch.rand(rows, rank, n_in, generator=generator, device=device) * 2 - 1) / math.sqrt(n_in))
+            draws = itertools.count(seed * 4099)
+            self.a = [[((seeded_uniform((rows, rank, n_in), next(draws), device) * 2 - 1) / math.sqrt(n_in))
                        .requires_grad_() for _ in range(uses)] for _, uses, n_in, _ in self.targets]
         self.b = [[torch.zeros(rows, n_out, rank, device=device, requires_grad=True) for _ in range(uses)]
                   for _, uses, _, n_out in self.targets]
