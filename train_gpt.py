@@ -1831,15 +1831,17 @@ class DocumentAdapters:
         return torch.bmm(torch.bmm(x, a.to(x.dtype).transpose(1, 2)), b.to(x.dtype).transpose(1, 2)) * self.scale  # (B, T, out)
 
     @contextlib.contextmanager
-    def applied(self):
-        handles = [module.register_forward_hook(lambda m, args, out, i=i: out + self.delta(i, args[0]))
+    def installed(self):
+        """Hooks for the whole evaluation (registered once, so a compiled step keeps its graph); they add the
+        adapters only while self.enabled (not in the phases' SGD)."""
+        self.enabled = False
+        handles = [module.register_forward_hook(lambda m, args, out, i=i: out + self.delta(i, args[0]) if self.enabled else out)
                    for i, (module, *_) in enumerate(self.targets) if module is not None]
         try:
             yield
         finally:
             for handle in handles:
                 handle.remove()
-            self.calls.clear()
 
     def logits(self, hidden: Tensor) -> Tensor:
         """The model's head, plus the head adapter's delta (after the soft cap: the model's head is called as is)."""
@@ -1860,7 +1862,7 @@ class DocumentScorer:
 
     def _forward(self, inputs: Tensor, positions: Tensor, targets: Tensor, hints: Tensor) -> Tensor:
         """(3 or 4, B, c): NLL, entropy, top probability (and log p(hint) with DC_TILT) of the scored block."""
-        with self.adapters.applied(), self.runtime.autocast():
+        with self.runtime.autocast():
             hidden = self.model.hidden(inputs)  # (B, T, d)
             block = hidden.gather(1, positions.unsqueeze(-1).expand(-1, -1, hidden.size(-1)))  # (B, c, d)
             logits = self.adapters.logits(block)
@@ -1874,6 +1876,7 @@ class DocumentScorer:
         length = end - first  # targets per document
         count = (length + chunk - 1) // chunk
         self.adapters.reset(len(batch), seed)
+        self.adapters.enabled = True  # off again below: the phases' SGD trains the model alone
         offsets, window = torch.arange(chunk, device=device), torch.arange(width, device=device)
         for k in range(steps):
             learn = k < steps - 1  # some document has a chunk after this one
@@ -1887,6 +1890,7 @@ class DocumentScorer:
             positions = (target - begin[:, None]).clamp(0, width - 1)
             with torch.set_grad_enabled(learn):
                 hints = self.hints[index] if self.hints is not None else index
+                self.adapters.calls.clear()  # each forward uses the slots in order, from the first
                 statistics = self.forward(inputs, positions, tokens[index + 1], hints)
                 columns = torch.where(scored, index, buffer.size(1) - 1).flatten()
                 values = [statistics[:3].detach().float(), torch.ones_like(statistics[:1]), statistics[3:].detach().float()]
@@ -1896,6 +1900,7 @@ class DocumentScorer:
                     ((statistics[0] * scored).sum(1) @ weights).backward()
                     self.adapters.optimizer.step()
                     self.adapters.optimizer.zero_grad(set_to_none=True)
+        self.adapters.enabled = False
 
     def warm_up(self, shapes: set[tuple[int, int, int]]) -> None:
         """Compile each (rows, chunk, window) shape on zeros (never validation tokens): a learning step and a last
@@ -1944,40 +1949,43 @@ def evaluate_documents(model: GPT, tokens: Tensor, tables: ByteTables, h: Hyperp
     plan = document_plan(queue, h, runtime.world_size)
     order, stream = evaluation_stream(tokens, queue)
     hints = ngram_hints(stream, h) if h.dc_tilt else None  # counted in the order the evaluation scores
-    scorer = DocumentScorer(model, h, runtime, None if hints is None else torch.empty_like(hints).index_copy_(0, order, hints))
+    by_target = None if hints is None else torch.empty_like(hints).index_copy_(0, order, hints)  # stream index
+    scorer = DocumentScorer(model, h, runtime, by_target)
     shapes = {(len(queue[i]), *batch_shape(queue[i], h)[::2]) for ranks, _ in plan for i in ranks[runtime.rank]}
-    timings = {"compile_ms": timed_warm_up(runtime, lambda: scorer.warm_up(shapes)) if runtime.compile else 0.0,
-               "adapter_ms": 0.0, "sgd_ms": 0.0, "mixer_ms": 0.0}
-    all_bytes = tables.target_bytes(tokens)
-    sizes = [sum(end - first for first, end in batch) for batch in queue]
-    bounds = [0] + list(itertools.accumulate(sizes))
-    buffer = torch.zeros(4 + (hints is not None), tokens.numel(), device=runtime.device)
-    total_nll = torch.zeros((), dtype=torch.float64, device=runtime.device)
-    misscored, finished = torch.zeros((), dtype=torch.long, device=runtime.device), []
-    for ranks, phases in plan:
-        mine, clock = ranks[runtime.rank], time.perf_counter()
-        for i in mine:
-            scorer.score_batch(tokens, queue[i], h.seed * 1_000_003 + i, buffer)
-        runtime.synchronize()
-        timings["adapter_ms"] += 1000.0 * (time.perf_counter() - clock)
-        done = sorted(i for r in ranks for i in r)
-        segment = order[bounds[done[0]]:bounds[done[-1] + 1]]
-        values = all_reduce(buffer[:, segment].contiguous(), runtime)  # the segment's scores, in stream order
-        total_nll += values[0].double().sum()
-        misscored += (values[3] != 1).sum()
-        for i in done:
-            part = slice(bounds[i] - bounds[done[0]], bounds[i + 1] - bounds[done[0]])
-            chunk = ChunkScores(stream, bounds[i], bounds[i + 1], *values[:3, part], all_bytes[order[bounds[i]:bounds[i + 1]]],
-                                *(() if hints is None else (values[4, part], hints[bounds[i]:bounds[i + 1]])))
-            timings["mixer_ms"] += run_hooks(hooks, chunk)
-        finished += [span for i in done for span in queue[i]]
-        for k in phases:
-            clock = time.perf_counter()
-            training = sorted(finished, key=lambda span: (span[1] - span[0], span[0]))  # shortest first
-            global_phase(model, tokens, training[:h.ttt_phase_prefix_docs * (k + 1) // h.ttt_phases], h, runtime)
-            scorer.adapters.rows = 0  # fresh adapters after a phase
+    with scorer.adapters.installed():
+        timings = {"compile_ms": timed_warm_up(runtime, lambda: scorer.warm_up(shapes)) if runtime.compile else 0.0,
+                   "adapter_ms": 0.0, "sgd_ms": 0.0, "mixer_ms": 0.0}
+        all_bytes = tables.target_bytes(tokens)
+        sizes = [sum(end - first for first, end in batch) for batch in queue]
+        bounds = [0] + list(itertools.accumulate(sizes))
+        buffer = torch.zeros(4 + (hints is not None), tokens.numel(), device=runtime.device)
+        total_nll = torch.zeros((), dtype=torch.float64, device=runtime.device)
+        misscored, finished = torch.zeros((), dtype=torch.long, device=runtime.device), []
+        for ranks, phases in plan:
+            mine, clock = ranks[runtime.rank], time.perf_counter()
+            for i in mine:
+                scorer.score_batch(tokens, queue[i], h.seed * 1_000_003 + i, buffer)
             runtime.synchronize()
-            timings["sgd_ms"] += 1000.0 * (time.perf_counter() - clock)
+            timings["adapter_ms"] += 1000.0 * (time.perf_counter() - clock)
+            done = sorted(i for r in ranks for i in r)
+            segment = order[bounds[done[0]]:bounds[done[-1] + 1]]
+            values = all_reduce(buffer[:, segment].contiguous(), runtime)  # the segment's scores, in stream order
+            total_nll += values[0].double().sum()
+            misscored += (values[3] != 1).sum()
+            for i in done:
+                part = slice(bounds[i] - bounds[done[0]], bounds[i + 1] - bounds[done[0]])
+                targets = slice(bounds[i], bounds[i + 1])
+                chunk = ChunkScores(stream, bounds[i], bounds[i + 1], *values[:3, part], all_bytes[order[targets]],
+                                    *(() if hints is None else (values[4, part], hints[targets])))
+                timings["mixer_ms"] += run_hooks(hooks, chunk)
+            finished += [span for i in done for span in queue[i]]
+            for k in phases:
+                clock = time.perf_counter()
+                training = sorted(finished, key=lambda span: (span[1] - span[0], span[0]))  # shortest first
+                global_phase(model, tokens, training[:h.ttt_phase_prefix_docs * (k + 1) // h.ttt_phases], h, runtime)
+                scorer.adapters.rows = 0  # fresh adapters after a phase
+                runtime.synchronize()
+                timings["sgd_ms"] += 1000.0 * (time.perf_counter() - clock)
     check_scored_once(int(misscored) + int(order.numel() != tokens.numel() - 1))
     return finish_result("ttt", total_nll, all_bytes, began, runtime, hooks, timings["mixer_ms"],
                          {key: round(ms) for key, ms in timings.items()})
