@@ -1913,15 +1913,24 @@ class DocumentScorer:
         self.adapters.rows = 0
 
 
+def phase_trainer(model: GPT, h: Hyperparameters, runtime: Runtime, warm_up: bool = False) -> ChunkTrainer:
+    """A global-SGD phase's trainer (a fresh optimizer each phase); warm_up: compile its step on zeros."""
+    rows = max(1, math.ceil(min(h.ttt_chunk_tokens // h.eval_seq_len, h.ttt_batch_seqs) / runtime.world_size))
+    trainer = ChunkTrainer(model, dataclasses.replace(h, ttt_epochs=1), runtime, rows)
+    model.requires_grad_(True)
+    if warm_up:
+        trainer.warm_up(trainer.starts(0, h.ttt_chunk_tokens))
+        model.requires_grad_(False)
+    return trainer
+
+
 def global_phase(model: GPT, tokens: Tensor, documents: list[tuple[int, int]], h: Hyperparameters,
                  runtime: Runtime) -> None:
     """SGD on the base weights over finished documents (concatenated, each with its closing BOS), in
     TTT_CHUNK_TOKENS chunks, one epoch, the last chunk skipped, lr TTT_GLOBAL_LR·½(1 + cos(π·c/(C−1)))."""
     stream = torch.cat([tokens[:1]] + [tokens[first + 1:end + 1] for first, end in documents])
     chunks = math.ceil((stream.numel() - 1) / h.ttt_chunk_tokens)  # C chunks; the last is skipped
-    rows = max(1, math.ceil(min(h.ttt_chunk_tokens // h.eval_seq_len, h.ttt_batch_seqs) / runtime.world_size))
-    trainer = ChunkTrainer(model, dataclasses.replace(h, ttt_epochs=1), runtime, rows)
-    model.requires_grad_(True)
+    trainer = phase_trainer(model, h, runtime)
     for c in range(chunks - 1):
         lr = h.ttt_global_lr * 0.5 * (1 + math.cos(math.pi * c / (chunks - 1)))
         trainer.train_on_chunk(stream, c * h.ttt_chunk_tokens, (c + 1) * h.ttt_chunk_tokens, lr)
@@ -1953,7 +1962,8 @@ def evaluate_documents(model: GPT, tokens: Tensor, tables: ByteTables, h: Hyperp
     scorer = DocumentScorer(model, h, runtime, by_target)
     shapes = {(len(queue[i]), *batch_shape(queue[i], h)[::2]) for ranks, _ in plan for i in ranks[runtime.rank]}
     with scorer.adapters.installed():
-        timings = {"compile_ms": timed_warm_up(runtime, lambda: scorer.warm_up(shapes)) if runtime.compile else 0.0,
+        warm_up = lambda: (scorer.warm_up(shapes), h.ttt_phases and phase_trainer(model, h, runtime, warm_up=True))
+        timings = {"compile_ms": timed_warm_up(runtime, warm_up) if runtime.compile else 0.0,
                    "adapter_ms": 0.0, "sgd_ms": 0.0, "mixer_ms": 0.0}
         all_bytes = tables.target_bytes(tokens)
         sizes = [sum(end - first for first, end in batch) for batch in queue]
