@@ -39,7 +39,7 @@ def preset_env(preset: str) -> dict[str, str]:
         return dict(DEMO_ENV)
     import network_pass
 
-    dataset, tokenizer = network_pass.build_corpus(ROOT / "bench" / "out", holdout=True)
+    dataset, tokenizer = network_pass.build_corpus(ROOT / "bench" / "out" / "data", holdout=True)  # network_pass.py's
     return dict(network_pass.BENCH_ENV, DATA_PATH=str(dataset), TOKENIZER_PATH=str(tokenizer), VAL_MAX_TOKENS="32768",
                 TTT_EPOCHS="1", TTT_CHUNK_TOKENS="4096", TTT_BATCH_SEQS="8", EVAL_STRIDE="64")
 

@@ -1,12 +1,13 @@
 """Plant each legality or learning bug in a scratch copy of train_gpt.py and check that a test fails.
 
 Why: a test that passes proves nothing until it has been seen to fail on the bug it guards. Each bug
-below is one textual patch of train_gpt.py (the review's ten kinds and the match expert's own); the
+below is one textual patch of train_gpt.py (the review's ten kinds, the match expert's own, and the
+evaluation loop's: stream and document TTT, the mixer's order, the n-gram tilt); the
 script copies the repository's code and tests into a temporary folder, applies one patch, runs the
 tests meant to catch it there (pytest -x), and reports whether they failed. The unpatched copy must
 pass the same tests. tests/test_planted_bugs.py checks that every patch still applies.
 
-    python bench/planted_bugs.py            # every bug (~10 minutes on one thread)
+    python bench/planted_bugs.py            # every bug (~15 minutes on one thread)
     python bench/planted_bugs.py --only match_reads_its_own_target
 """
 from __future__ import annotations
