@@ -1,8 +1,9 @@
 """Parameter Golf: train, quantize, pack and evaluate a 16 MB language model in one file.
 
 Launch: `torchrun --standalone --nproc_per_node=8 train_gpt.py` (every knob an environment
-variable; the defaults reproduce the published record stack). A guide for readers: about 3,000
-lines at most (records ship the packed copy, so comments and docstrings cost nothing there).
+variable; the defaults reproduce the published record stack). A guide for readers: about 4,500
+lines at most, the frontier's recipes included (records ship the packed copy, so comments and
+docstrings cost nothing there).
 
 Contents (the order a run executes them; `grep -n '^# [A-Z]' train_gpt.py`):
   HYPERPARAMETERS  the frozen config dataclass, parsed from the environment
@@ -13,8 +14,8 @@ Contents (the order a run executes them; `grep -n '^# [A-Z]' train_gpt.py`):
   TRAINING         wall-clock schedule, warm-up and restore, EMA
   GPTQ             Hessians, GPTQ with SDClip, int6/int8
   ARTIFACT         byte-shuffle + brotli, atomic writes, code bytes of the packed copy
-  EVALUATION       BPB tables, plain / sliding / score-first TTT evaluation
-  DUALCLOCK        causal PPM experts mixed with the network at evaluation time
+  EVALUATION       BPB tables, plain / sliding / score-first TTT (stream, or per-document LoRA with phases)
+  DUALCLOCK        causal PPM experts mixed with the network at evaluation time; the n-gram tilt
   MAIN             the orchestrator
 """
 from __future__ import annotations
