@@ -90,8 +90,8 @@ BUGS = [
      [VERIFIED]),
     ("network_statistics_one_late", "the mixer gets each target's entropy and top probability one position late "
      "(from a context that holds the target): passed all 59 DualClock and evaluation tests before the real-loop test",
-     'stats = {"entropy": chunk.entropy, "top_prob": chunk.top_prob}',
-     'stats = {"entropy": chunk.entropy.roll(-1), "top_prob": chunk.top_prob.roll(-1)}',
+     "chunk = ChunkScores(tokens, first_target, last_target, nll, entropy, top_prob,",
+     "chunk = ChunkScores(tokens, first_target, last_target, nll, entropy.roll(-1), top_prob.roll(-1),",
      [REAL_LOOP]),
     ("stream_ttt_reads_the_next_chunk", "stream TTT trains on a chunk and the next one's first tokens, unscored",
      "trainer.train_on_chunk(tokens, first_target, last_target, h.ttt_lr * cosine)",
