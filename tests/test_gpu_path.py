@@ -140,7 +140,7 @@ def test_training_compiles_once_per_looping_state(counting_compile):
 
 def run_all_evaluations(h, runtime, model, tokens) -> list[float]:
     scorer = tg.WindowScorer(model, h, runtime)
-    tables = flat_flat_tables(h.vocab_size)
+    tables = flat_tables(h.vocab_size)
     results = [tg.evaluate_windows("plain", scorer, tokens, tables, h.eval_seq_len, h, runtime),
                tg.evaluate_windows("sliding", scorer, tokens, tables, h.eval_stride, h, runtime),
                tg.evaluate_ttt(scorer, tokens, tables, h, runtime)]
