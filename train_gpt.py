@@ -2,8 +2,8 @@
 
 Launch: `torchrun --standalone --nproc_per_node=8 train_gpt.py` (every knob an environment
 variable; the defaults reproduce the published record stack; RECIPE picks a later record's preset).
-A guide for readers: about 4,500 lines at most (records ship the packed copy, so comments and
-docstrings cost nothing there).
+A guide for readers: about 4,500 lines at most, the frontier's recipes included (records ship the packed
+copy, so comments and docstrings cost nothing there).
 
 Contents (the order a run executes them; `grep -n '^# [A-Z]' train_gpt.py`):
   HYPERPARAMETERS  the frozen config dataclass, parsed from the environment; the RECIPES presets
@@ -16,8 +16,8 @@ Contents (the order a run executes them; `grep -n '^# [A-Z]' train_gpt.py`):
   GPTQ             Hessians, GPTQ with SDClip, per-group sigmas, quant-gate, AWQ-lite, LQER
   ARTIFACT         byte-shuffle + brotli or the per-group lrzip codec, the fit guard, atomic
                    writes, code bytes of the packed copy
-  EVALUATION       BPB tables, plain / sliding / score-first TTT evaluation
-  DUALCLOCK        causal PPM experts mixed with the network at evaluation time
+  EVALUATION       BPB tables, plain / sliding / score-first TTT (stream, or per-document LoRA with phases)
+  DUALCLOCK        causal PPM experts mixed with the network at evaluation time; the n-gram tilt
   MAIN             the orchestrator
 """
 from __future__ import annotations
@@ -194,6 +194,23 @@ class Hyperparameters:
     ttt_momentum: float = 0.9
     ttt_batch_seqs: int = 32  # global sequences per TTT step
     ttt_grad_clip: float = 1.0
+    # Document TTT (docs/evaluation.md): per-document LoRA, score-first, phased global SGD (#1530 to #2014).
+    # Defaults: #1874's values; TTT_MODE=stream (pr1493) stays the default evaluation.
+    ttt_mode: str = "stream"  # stream: pr1493's chunked SGD TTT | document: batched per-document LoRA TTT
+    ttt_lora_rank: int = 128
+    ttt_lora_alpha: float = 144.0  # the adapter's output is scaled by alpha / rank
+    ttt_lora_lr: float = 1e-4  # AdamW, betas (0, TTT_BETA2), eps 1e-10
+    ttt_beta2: float = 0.999
+    ttt_weight_decay: float = 1.0
+    ttt_warm_start_a: bool = True  # keep A (trained) from the rank's previous batch; B and Adam reset per batch
+    ttt_lora_targets: str = "q,k,v,o,mlp,head"  # o: fed the attention's input; mlp: fed the MLP's input
+    ttt_doc_chunk_tokens: int = 48  # a document's targets are scored, then learned, this many at a time
+    ttt_short_chunks: str = ""  # "256:8,2000:24" (#2014): a batch whose longest document has <= 256 tokens uses 8
+    ttt_doc_batch: int = 64  # documents per batch (length-sorted)
+    ttt_phases: int = 3  # global SGD phases over scored documents (0: none)
+    ttt_phase_prefix_docs: int = 2000  # phase k of K trains on the first floor(D*k/K) scored documents
+    ttt_global_lr: float = 0.001  # the phases' SGD: momentum TTT_MOMENTUM, 1 epoch, TTT_CHUNK_TOKENS per step
+    eval_include_tail: bool = False  # keep the whole validation stream (no truncation to EVAL_SEQ_LEN multiples)
     # DualClock (docs/dualclock.md): PPM experts mixed with the network during score-first TTT.
     dc_enabled: bool = False  # mix PPM experts into the TTT evaluation
     dc_order_g: int = 6
@@ -220,6 +237,10 @@ class Hyperparameters:
     dc_escape_lr: float = 3e-5  # the most the escapes move per scored token
     dc_match_tokens: str = "4,16"  # match expert: context lengths (tokens) looked up, ascending powers of two; 0: off
     dc_escape_sample_tokens: int = 1024  # positions the escapes learn from: the first of the gate's sample (at most)
+    dc_tilt: bool = False  # the records' token-only n-gram tilt (#2130/#2135), counted in the evaluation order
+    dc_tilt_order: int = 16  # the hint's context is the DC_TILT_ORDER-1 tokens before the target
+    dc_tilt_threshold: float = 0.8  # a hint fires when its count is this share of its context's
+    dc_tilt_boost: float = 2.625
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Hyperparameters":
@@ -253,6 +274,8 @@ class Hyperparameters:
             (self.model_dtype in ("auto", "bf16", "fp32"), "MODEL_DTYPE must be auto, bf16 or fp32"),
             (self.attn_impl in ("auto", "fa3", "sdpa"), "ATTN_IMPL must be auto, fa3 or sdpa"),
             (self.dist_backend in ("auto", "gloo"), "DIST_BACKEND must be auto or gloo"),
+            (self.ttt_mode in ("stream", "document"), "TTT_MODE must be stream or document"),
+            (set(self.ttt_lora_targets.split(",")) <= set(LORA_TARGETS) | {"head", ""}, "TTT_LORA_TARGETS: q,k,v,o,mlp,head"),
             (self.dc_hash in ("legacy", "mixed"), "DC_HASH must be legacy or mixed"),
             (self.dc_local_reset in ("chunk", "doc", "none"), "DC_LOCAL_RESET must be chunk, doc or none"),
             (self.dc_experts in ("hashed", "sharp"), "DC_EXPERTS must be hashed or sharp"),
@@ -559,12 +582,14 @@ class TrainLoader:
         return host_to_device(np.stack([self._next_window() for _ in range(num_sequences)]).astype(np.int64), device)
 
 
-def load_validation_tokens(data_path: str, seq_len: int, max_tokens: int = 0, split: str = "val") -> Tensor:
-    """All val shards (or their byte sidecars) concatenated, truncated to a multiple of seq_len plus one token."""
+def load_validation_tokens(data_path: str, seq_len: int, max_tokens: int = 0, include_tail: bool = False,
+                           split: str = "val") -> Tensor:
+    """All val shards (or their byte sidecars) concatenated, truncated to a multiple of seq_len plus one token
+    (EVAL_INCLUDE_TAIL: not)."""
     tokens = np.concatenate([load_shard(p, mmap=False) for p in find_shards(data_path, split)])
     if max_tokens:
         tokens = tokens[:max_tokens + 1]
-    usable = ((len(tokens) - 1) // seq_len) * seq_len
+    usable = len(tokens) - 1 if include_tail and len(tokens) > seq_len else ((len(tokens) - 1) // seq_len) * seq_len
     if usable <= 0:
         raise ValueError(f"validation stream has {len(tokens)} tokens, fewer than EVAL_SEQ_LEN+1={seq_len + 1}")
     return torch.from_numpy(tokens[:usable + 1].astype(np.int64))
@@ -2011,7 +2036,7 @@ def load_byte_sidecar(h: Hyperparameters, val_tokens: Tensor, processor) -> Side
     if not glob.glob(os.path.join(h.data_path, "fineweb_val_bytes_*")):
         assert processor.piece_to_id("\ue001") == processor.unk_id(), "CaseOps tokenizer, no byte sidecar"
         return None
-    counts = load_validation_tokens(h.data_path, h.eval_seq_len, h.val_max_tokens, "val_bytes")
+    counts = load_validation_tokens(h.data_path, h.eval_seq_len, h.val_max_tokens, h.eval_include_tail, "val_bytes")
     assert counts.shape == val_tokens.shape and not counts[val_tokens == BOS_ID].any(), "sidecar is not the val's"
     return SidecarBytes(counts)
 
@@ -2054,6 +2079,8 @@ class ChunkScores:
     entropy: Tensor  # (n,) float32 network entropy at each position (never sees the target)
     top_prob: Tensor  # (n,) float32 network top probability
     target_bytes: Tensor  # (n,) float64
+    hint_logprob: Tensor | None = None  # (n,) with DC_TILT: the network's log-probability of the hint (0: none)
+    hint: Tensor | None = None  # (n,) the n-gram tilt's hinted token, -1 where none
 
 
 def sliding_windows(num_targets: int, seq_len: int, stride: int) -> list[tuple[int, int]]:
@@ -2081,7 +2108,7 @@ class WindowScorer:
     positions that score nothing. No data-dependent shape, no host sync."""
 
     def __init__(self, model: GPT, h: Hyperparameters, runtime: Runtime):
-        self.model, self.h, self.runtime = model, h, runtime
+        self.model, self.h, self.runtime, self.hints = model, h, runtime, None  # hints: (N-1,) with DC_TILT
         self.hidden = maybe_compile(model.hidden, runtime)
         self.statistics = maybe_compile(model.statistics, runtime)
 
@@ -2113,15 +2140,19 @@ class WindowScorer:
             statistics = self.statistics(hidden[:, begin:end], sequences[:, begin + 1:end + 1])  # (3, B, end-begin)
         targets = starts[:, None] + torch.arange(begin, end, device=starts.device)
         columns = torch.where(targets >= scored_from[:, None], targets - offset, buffer.size(1) - 1)
-        values = torch.cat([statistics.float(), torch.ones_like(statistics[:1])])
-        buffer.index_add_(1, columns.flatten(), values.flatten(1))
+        values = [statistics.float(), torch.ones_like(statistics[:1])]
+        if self.hints is not None:  # a fifth row: the log-probability of each target's hint
+            with self.runtime.autocast():
+                logits = self.model.logits(hidden[:, begin:end])
+            values.append(hint_logprob(logits, self.hints[targets.clamp_max(self.hints.numel() - 1)]).unsqueeze(0))
+        buffer.index_add_(1, columns.flatten(), torch.cat(values).flatten(1))
 
     def warm_up(self, windows: list[tuple[int, int]], stride: int) -> None:
         """Compile by scoring the first windows' shapes on a stream of zeros (never the validation tokens),
         into a throwaway buffer."""
         windows = windows[:self.h.val_batch_seqs]
         zeros = torch.zeros(windows[-1][0] + self.h.eval_seq_len + 1, dtype=torch.long, device=self.runtime.device)
-        self.score(zeros, windows, stride, torch.zeros(4, zeros.numel(), device=zeros.device), 0)
+        self.score(zeros, windows, stride, torch.zeros(5, zeros.numel(), device=zeros.device)[:4 + (self.hints is not None)], 0)
 
 
 def reduce_scores(buffer: Tensor, runtime: Runtime) -> tuple[Tensor, Tensor]:
@@ -2129,6 +2160,12 @@ def reduce_scores(buffer: Tensor, runtime: Runtime) -> tuple[Tensor, Tensor]:
     Returns (nll, entropy, top_prob) (3, n) and the number of targets not scored exactly once, on device."""
     buffer = all_reduce(buffer, runtime)[:, :-1]
     return buffer[:3], (buffer[3] != 1).sum()
+
+
+def hint_logprob(logits: Tensor, hints: Tensor) -> Tensor:
+    """log p(hint) from the full softmax of fp32 logits (..., V); 0 where there is no hint (-1)."""
+    logq = logits.float().log_softmax(-1).gather(-1, hints.clamp_min(0).unsqueeze(-1)).squeeze(-1)
+    return torch.where(hints >= 0, logq, 0.0)
 
 
 def check_scored_once(misscored: int) -> None:
@@ -2241,6 +2278,7 @@ def evaluate_stream(name: str, scorer: WindowScorer, tokens: Tensor, tables: Byt
     model.eval()
     tokens = tokens.to(runtime.device)
     num_targets = tokens.numel() - 1
+    hints = scorer.hints = ngram_hints(tokens, h) if name == "ttt" and h.dc_tilt else None  # the scored pass only
     chunks = chunk_windows(sliding_windows(num_targets, h.eval_seq_len, stride), chunk_tokens)
     bounds = [(windows[0][1], windows[-1][0] + h.eval_seq_len) for windows in chunks]  # targets of each chunk
     most = max(min(len(range(a, b - h.eval_seq_len + 1, h.eval_seq_len)), h.ttt_batch_seqs) for a, b in bounds)
@@ -2253,33 +2291,330 @@ def evaluate_stream(name: str, scorer: WindowScorer, tokens: Tensor, tables: Byt
     misscored = torch.zeros((), dtype=torch.long, device=runtime.device)
     hook_ms = 0.0
     for index, (windows, (first_target, last_target)) in enumerate(zip(chunks, bounds)):
-        buffer = torch.zeros(4, last_target - first_target + 1, device=runtime.device)
+        buffer = torch.zeros(4 + (hints is not None), last_target - first_target + 1, device=runtime.device)
         scorer.score(tokens, windows[runtime.rank::runtime.world_size], stride, buffer, first_target)
         (nll, entropy, top_prob), chunk_misscored = reduce_scores(buffer, runtime)  # the chunk's one collective
         total_nll += nll.double().sum()
         misscored += chunk_misscored
-        chunk = ChunkScores(tokens, first_target, last_target, nll, entropy, top_prob,
-                            all_bytes[first_target:last_target])
-        for hook in hooks:
-            hook_start = time.perf_counter()
-            hook.on_chunk(chunk)
-            hook_ms += 1000.0 * (time.perf_counter() - hook_start) if hasattr(hook, "log_fields") else 0.0
+        chunk = ChunkScores(tokens, first_target, last_target, nll, entropy, top_prob, all_bytes[first_target:last_target],
+                            *(() if hints is None else (buffer[4, :-1], hints[first_target:last_target])))
+        hook_ms += run_hooks(hooks, chunk)
         if index < len(chunks) - 1 and train:
             cosine = 0.5 * (1 + math.cos(math.pi * index / max(1, len(chunks) - 1)))
             trainer.train_on_chunk(tokens, first_target, last_target, h.ttt_lr * cosine)
     check_scored_once(int(misscored))
+    return finish_result(name, total_nll, all_bytes, start_time, runtime, hooks, hook_ms, {"compile_ms": round(compile_ms)})
+
+
+def run_hooks(hooks, chunk: ChunkScores) -> float:
+    """Hand a scored chunk to every hook, in order; returns the milliseconds the mixers took."""
+    mixer_ms = 0.0
+    for hook in hooks:
+        began = time.perf_counter()
+        hook.on_chunk(chunk)
+        mixer_ms += 1000.0 * (time.perf_counter() - began) if hasattr(hook, "log_fields") else 0.0
+    return mixer_ms
+
+
+def finish_result(name: str, total_nll: Tensor, all_bytes: Tensor, start_time: float, runtime: Runtime, hooks,
+                  hook_ms: float, extra: dict) -> EvalResult:
+    """The evaluation's result from its summed NLL; a hook with `log_fields` is a mixer: its mixed BPB is the score."""
     runtime.synchronize()
     elapsed_ms = 1000.0 * (time.perf_counter() - start_time)
+    num_targets = all_bytes.numel()
     total_nll, total_bytes = float(total_nll), all_bytes.sum().item()
-    result = EvalResult(name, total_nll / num_targets, total_nll / math.log(2) / total_bytes, elapsed_ms, num_targets,
-                        {"compile_ms": round(compile_ms)})
+    result = EvalResult(name, total_nll / num_targets, total_nll / math.log(2) / total_bytes, elapsed_ms, num_targets, extra)
     mixers = [hook for hook in hooks if hasattr(hook, "log_fields")]
     if mixers:
-        result.dualclock = dict(mixers[0].log_fields(), dc_share=round(hook_ms / elapsed_ms, 4),
-                                neural_loss=result.val_loss)
+        fields = {key: value for mixer in reversed(mixers) for key, value in mixer.log_fields().items()}
+        result.dualclock = dict(fields, dc_share=round(hook_ms / elapsed_ms, 4), neural_loss=result.val_loss)
         mixed_bpb = result.dualclock["mixed_bpb"]
         result.val_loss, result.val_bpb = mixed_bpb * total_bytes * math.log(2) / num_targets, mixed_bpb
     return result
+
+
+# -- Document TTT (#1530 to #2014; docs/evaluation.md) ---------------------------------------------------------
+# Each document is scored as its own rows (left-aligned, zero-padded; causal attention keeps it alone) with its own
+# LoRA adapters, chunk by chunk: a chunk's targets are scored, then one AdamW step learns from them (never the last
+# chunk). Length-sorted batches run longest first; once the batches holding the first floor(D*k/K) documents are
+# finished, every rank pauses and phase k of global SGD trains the base weights on finished documents. Unlike the
+# records, ranks take batches by a fixed cost-balanced plan (no race on a file lock) and adapter draws are seeded by
+# the batch, so the same artifact and seed give the same score on a given world size. The evaluation order (batches
+# in queue order) is one stream, the "evaluation stream": the mixer and the tilt read it left to right.
+
+LORA_TARGETS = {"q": "attn.q", "k": "attn.k", "v": "attn.v", "o": "attn", "mlp": "mlp"}  # module-name suffixes
+
+
+def document_spans(tokens: Tensor) -> list[tuple[int, int]]:
+    """(first, end) per document: targets [first, end) predict tokens[first+1 .. end]. A document runs from its BOS
+    to the next BOS inclusive (its last target, 0 bytes); the last one to the end of the stream."""
+    if tokens[0] != BOS_ID:
+        raise ValueError("TTT_MODE=document needs a validation stream that starts with a BOS")
+    starts = [0] + (tokens[1:-1] == BOS_ID).nonzero().squeeze(1).add(1).tolist()
+    return list(zip(starts, starts[1:] + [tokens.numel() - 1]))
+
+
+def document_queue(spans: list[tuple[int, int]], ends_with_bos: bool, h: Hyperparameters) -> list[list[tuple[int, int]]]:
+    """Batches in scoring order: documents sorted by length (stable), cut into TTT_DOC_BATCH, the batches by their
+    longest document, longest first (stable). A stream that does not end with a BOS ends in a document without a
+    BOS target: it goes alone, last, so that the evaluation stream (documents in this order) has the same targets."""
+    body, tail = (spans, []) if ends_with_bos else (spans[:-1], spans[-1:])
+    ordered = sorted(body, key=lambda span: span[1] - span[0])
+    batches = [ordered[i:i + h.ttt_doc_batch] for i in range(0, len(ordered), h.ttt_doc_batch)]
+    return sorted(batches, key=lambda batch: batch[-1][0] - batch[-1][1]) + [tail] * bool(tail)
+
+
+def document_chunk(longest: int, h: Hyperparameters) -> int:
+    """Targets per chunk for a batch whose longest document has `longest` tokens (TTT_SHORT_CHUNKS, #2014)."""
+    for rule in filter(None, h.ttt_short_chunks.split(",")):
+        length, size = map(int, rule.split(":"))
+        if longest <= length:
+            return size
+    return h.ttt_doc_chunk_tokens
+
+
+def batch_shape(batch: list[tuple[int, int]], h: Hyperparameters) -> tuple[int, int, int]:
+    """(chunk size, chunk steps, window length): windows padded to a power of two up to EVAL_SEQ_LEN (few shapes)."""
+    longest = max(end - first for first, end in batch)
+    chunk = document_chunk(longest + 1, h)
+    return chunk, math.ceil(longest / chunk), min(h.eval_seq_len, 1 << (longest - 1).bit_length())
+
+
+def document_plan(queue: list[list[tuple[int, int]]], h: Hyperparameters, world_size: int):
+    """Segments between global-SGD phases: [(queue indices of each rank, phases due after it)]. Phase k of K is due
+    after the first batch that brings the finished documents to floor(D*k/K). In a segment, batches go to ranks by
+    cost (steps x rows x window), largest first, to the least loaded rank; each rank runs its own in queue order."""
+    due = [h.ttt_phase_prefix_docs * k // h.ttt_phases for k in range(1, h.ttt_phases + 1)] if h.ttt_phases else []
+    segments, begin, finished = [], 0, 0
+    for index, batch in enumerate(queue):
+        finished += len(batch)
+        phases = [k for k, docs in enumerate(due) if finished - len(batch) < docs <= finished]
+        if phases or index == len(queue) - 1:
+            loads, ranks = [0] * world_size, [[] for _ in range(world_size)]
+            for i in sorted(range(begin, index + 1), key=lambda i: -math.prod(batch_shape(queue[i], h)[1:]) * len(queue[i])):
+                rank = loads.index(min(loads))
+                loads[rank] += math.prod(batch_shape(queue[i], h)[1:]) * len(queue[i])
+                ranks[rank].append(i)
+            segments.append(([sorted(r) for r in ranks], phases))
+            begin = index + 1
+    return segments
+
+
+def seeded_uniform(shape: tuple, seed: int, device: torch.device) -> Tensor:
+    """U[0, 1) float32 from a hash of (seed, index) (splitmix64's finalizer): the same draw on every device and world
+    size, with no generator state."""
+    x = (torch.arange(math.prod(shape), device=device) + seed * 0x9E3779B97F4A7C15 % 2**61) * HASH_MUL
+    for shift, multiplier in ((30, -4658895280553007687), (27, -7723592293110705685), (31, 1)):
+        x = (x ^ shift_right(x, shift)) * multiplier
+    return (shift_right(x, 40).float() / 2**24).view(shape)
+
+
+class DocumentAdapters:
+    """LoRA adapters for a batch of documents, one slice per document (row): delta(x) = (x A_bᵀ) B_bᵀ · alpha/rank
+    added to the output of every module named by TTT_LORA_TARGETS, through forward hooks (the model's code is not
+    touched, so it keeps working when the model gains gates; a module used at several virtual layers, in the loop,
+    gets an adapter per use), plus one on the head. A ~ U(±1/√in) seeded, B = 0: a fresh adapter changes nothing."""
+
+    def __init__(self, model: GPT, h: Hyperparameters):
+        self.h, self.scale, self.model, self.rows = h, h.ttt_lora_alpha / h.ttt_lora_rank, model, 0
+        suffixes = ["." + LORA_TARGETS[t] for t in h.ttt_lora_targets.split(",") if t in LORA_TARGETS]
+        encoder, decoder = layer_schedule(h, model.looping)
+        uses = encoder + decoder
+        self.targets = [(module, uses.count(int(name.split(".")[1])), getattr(module, "in_features", h.model_dim),
+                         getattr(module, "out_features", h.model_dim))
+                        for name, module in model.named_modules()
+                        if name.startswith("blocks.") and name.endswith(tuple(suffixes))]
+        self.targets += [(None, 1, h.model_dim, h.vocab_size)] * ("head" in h.ttt_lora_targets.split(","))
+        self.calls: dict[int, int] = {}
+
+    def reset(self, rows: int, seed: int) -> None:
+        """B and Adam's state to zero; A kept if TTT_WARM_START_A and the batch has as many rows, else drawn."""
+        device, rank = self.model.tok_emb.weight.device, self.h.ttt_lora_rank
+        if not (self.h.ttt_warm_start_a and rows == self.rows):
+            draws = itertools.count(seed * 4099)
+            self.a = [[((seeded_uniform((rows, rank, n_in), next(draws), device) * 2 - 1) / math.sqrt(n_in))
+                       .requires_grad_() for _ in range(uses)] for _, uses, n_in, _ in self.targets]
+        self.b = [[torch.zeros(rows, n_out, rank, device=device, requires_grad=True) for _ in range(uses)]
+                  for _, uses, _, n_out in self.targets]
+        self.rows = rows
+        self.optimizer = torch.optim.AdamW([t for group in self.a + self.b for t in group], lr=self.h.ttt_lora_lr,
+                                           betas=(0.0, self.h.ttt_beta2), eps=1e-10, weight_decay=self.h.ttt_weight_decay)
+
+    def delta(self, index: int, x: Tensor) -> Tensor:
+        use = self.calls.get(index, 0)
+        self.calls[index] = use + 1
+        a, b = self.a[index][use % len(self.a[index])], self.b[index][use % len(self.b[index])]
+        return torch.bmm(torch.bmm(x, a.to(x.dtype).transpose(1, 2)), b.to(x.dtype).transpose(1, 2)) * self.scale  # (B, T, out)
+
+    @contextlib.contextmanager
+    def installed(self):
+        """Hooks for the whole evaluation (registered once, so a compiled step keeps its graph); they add the
+        adapters only while self.enabled (not in the phases' SGD)."""
+        self.enabled = False
+        handles = [module.register_forward_hook(lambda m, args, out, i=i: out + self.delta(i, args[0]) if self.enabled else out)
+                   for i, (module, *_) in enumerate(self.targets) if module is not None]
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def logits(self, hidden: Tensor) -> Tensor:
+        """The model's head, plus the head adapter's delta (after the soft cap: the model's head is called as is)."""
+        logits = self.model.logits(hidden)
+        head = self.targets and self.targets[-1][0] is None
+        return logits + self.delta(len(self.targets) - 1, hidden).float() if head else logits
+
+
+class DocumentScorer:
+    """Scores a batch of documents chunk by chunk, score first: each step scores the chunk's targets (adds NLL,
+    entropy, top probability and a 1 to the buffer at their target index), then, unless it is every remaining
+    document's last chunk, one AdamW step on Σ_documents mean(NLL of the chunk) (documents never interact)."""
+
+    def __init__(self, model: GPT, h: Hyperparameters, runtime: Runtime, hints: Tensor | None = None):
+        self.model, self.h, self.runtime, self.hints = model, h, runtime, hints  # hints: (N-1,) with DC_TILT
+        self.adapters = DocumentAdapters(model, h)
+        self.forward = maybe_compile(self._forward, runtime)
+
+    def _forward(self, inputs: Tensor, positions: Tensor, targets: Tensor, hints: Tensor) -> Tensor:
+        """(3 or 4, B, c): NLL, entropy, top probability (and log p(hint) with DC_TILT) of the scored block."""
+        with self.runtime.autocast():
+            hidden = self.model.hidden(inputs)  # (B, T, d)
+            block = hidden.gather(1, positions.unsqueeze(-1).expand(-1, -1, hidden.size(-1)))  # (B, c, d)
+            logits = self.adapters.logits(block)
+            extra = [hint_logprob(logits, hints)] if self.hints is not None else []
+            return torch.stack([*token_statistics(logits, targets), *extra])
+
+    def score_batch(self, tokens: Tensor, batch: list[tuple[int, int]], seed: int, buffer: Tensor, shape=None) -> None:
+        h, device = self.h, tokens.device
+        chunk, steps, width = shape or batch_shape(batch, h)
+        first, end = (host_to_device(v, device) for v in zip(*batch))
+        length = end - first  # targets per document
+        count = (length + chunk - 1) // chunk
+        self.adapters.reset(len(batch), seed)
+        self.adapters.enabled = True  # off again below: the phases' SGD trains the model alone
+        offsets, window = torch.arange(chunk, device=device), torch.arange(width, device=device)
+        for k in range(steps):
+            learn = k < steps - 1  # some document has a chunk after this one
+            stop = torch.where(k + 1 >= count, length, (k + 1) * chunk)  # the chunk's end (document offsets)
+            begin = (stop - h.eval_seq_len).clamp_min(0)  # the window: inputs [begin, stop), as much context as fits
+            read = ((first + begin)[:, None] + window).clamp_max(tokens.numel() - 1)
+            inputs = torch.where(window < (stop - begin)[:, None], tokens[read], 0)
+            target = k * chunk + offsets  # (B, c) document offsets of the chunk's targets
+            scored = (target < length[:, None]) & (k < count)[:, None]
+            index = (first[:, None] + target).clamp_max(tokens.numel() - 2)
+            positions = (target - begin[:, None]).clamp(0, width - 1)
+            with torch.set_grad_enabled(learn):
+                hints = self.hints[index] if self.hints is not None else index
+                self.adapters.calls.clear()  # each forward uses the slots in order, from the first
+                statistics = self.forward(inputs, positions, tokens[index + 1], hints)
+                columns = torch.where(scored, index, buffer.size(1) - 1).flatten()
+                values = [statistics[:3].detach().float(), torch.ones_like(statistics[:1]), statistics[3:].detach().float()]
+                buffer.index_add_(1, columns, torch.cat(values).flatten(1))
+                if learn:
+                    weights = (k < count - 1).float() / scored.sum(1).clamp_min(1)
+                    ((statistics[0] * scored).sum(1) @ weights).backward()
+                    self.adapters.optimizer.step()
+                    self.adapters.optimizer.zero_grad(set_to_none=True)
+        self.adapters.enabled = False
+
+    def warm_up(self, shapes: set[tuple[int, int, int]]) -> None:
+        """Compile each (rows, chunk, window) shape on zeros (never validation tokens): a learning step and a last
+        one, then fresh adapters."""
+        for rows, chunk, width in sorted(shapes):
+            zeros = torch.zeros(rows * 2 * chunk + 1, dtype=torch.long, device=self.runtime.device)
+            spans = [(i * 2 * chunk, (i + 1) * 2 * chunk) for i in range(rows)]
+            buffer = torch.zeros(4 + (self.hints is not None), zeros.numel(), device=zeros.device)
+            self.score_batch(zeros, spans, 0, buffer, (chunk, 2, width))
+        self.adapters.rows = 0
+
+
+def phase_trainer(model: GPT, h: Hyperparameters, runtime: Runtime, warm_up: bool = False) -> ChunkTrainer:
+    """A global-SGD phase's trainer (a fresh optimizer each phase); warm_up: compile its step on zeros."""
+    rows = max(1, math.ceil(min(h.ttt_chunk_tokens // h.eval_seq_len, h.ttt_batch_seqs) / runtime.world_size))
+    trainer = ChunkTrainer(model, dataclasses.replace(h, ttt_epochs=1), runtime, rows)
+    model.requires_grad_(True)
+    if warm_up:
+        trainer.warm_up(trainer.starts(0, h.ttt_chunk_tokens))
+        model.requires_grad_(False)
+    return trainer
+
+
+def global_phase(model: GPT, tokens: Tensor, documents: list[tuple[int, int]], h: Hyperparameters,
+                 runtime: Runtime) -> None:
+    """SGD on the base weights over finished documents (concatenated, each with its closing BOS), in
+    TTT_CHUNK_TOKENS chunks, one epoch, the last chunk skipped, lr TTT_GLOBAL_LR·½(1 + cos(π·c/(C−1)))."""
+    stream = torch.cat([tokens[:1]] + [tokens[first + 1:end + 1] for first, end in documents])
+    chunks = math.ceil((stream.numel() - 1) / h.ttt_chunk_tokens)  # C chunks; the last is skipped
+    trainer = phase_trainer(model, h, runtime)
+    for c in range(chunks - 1):
+        lr = h.ttt_global_lr * 0.5 * (1 + math.cos(math.pi * c / (chunks - 1)))
+        trainer.train_on_chunk(stream, c * h.ttt_chunk_tokens, (c + 1) * h.ttt_chunk_tokens, lr)
+    model.requires_grad_(False)
+
+
+def evaluation_stream(tokens: Tensor, queue: list[list[tuple[int, int]]]) -> tuple[Tensor, Tensor]:
+    """The documents in scoring order as one stream: (targets,) the stream index of each of its targets, and its
+    tokens. Every document starts with a BOS and all but the last end with one, so its targets are the stream's."""
+    order = torch.cat([torch.arange(first, end) for batch in queue for first, end in batch]).to(tokens.device)
+    return order, torch.cat([tokens[order], tokens[order[-1:] + 1]])
+
+
+def evaluate_documents(model: GPT, tokens: Tensor, tables: ByteTables, h: Hyperparameters, runtime: Runtime,
+                       hooks=()) -> EvalResult:
+    """Document TTT over the whole stream; after each segment (the batches before a phase) its scores are reduced
+    and handed to the hooks in the evaluation stream's order, one ChunkScores per batch; then the phases due."""
+    runtime.synchronize()
+    began = time.perf_counter()
+    model.eval()
+    model.requires_grad_(False)
+    tokens = tokens.to(runtime.device)
+    spans = document_spans(tokens)
+    queue = document_queue(spans, bool(tokens[-1] == BOS_ID), h)
+    plan = document_plan(queue, h, runtime.world_size)
+    order, stream = evaluation_stream(tokens, queue)
+    hints = ngram_hints(stream, h) if h.dc_tilt else None  # counted in the order the evaluation scores
+    by_target = None if hints is None else torch.empty_like(hints).index_copy_(0, order, hints)  # stream index
+    scorer = DocumentScorer(model, h, runtime, by_target)
+    shapes = {(len(queue[i]), *batch_shape(queue[i], h)[::2]) for ranks, _ in plan for i in ranks[runtime.rank]}
+    with scorer.adapters.installed():
+        warm_up = lambda: (scorer.warm_up(shapes), h.ttt_phases and phase_trainer(model, h, runtime, warm_up=True))
+        timings = {"compile_ms": timed_warm_up(runtime, warm_up) if runtime.compile else 0.0,
+                   "adapter_ms": 0.0, "sgd_ms": 0.0, "mixer_ms": 0.0}
+        all_bytes = tables.target_bytes(tokens)
+        sizes = [sum(end - first for first, end in batch) for batch in queue]
+        bounds = [0] + list(itertools.accumulate(sizes))
+        buffer = torch.zeros(4 + (hints is not None), tokens.numel(), device=runtime.device)
+        total_nll = torch.zeros((), dtype=torch.float64, device=runtime.device)
+        misscored, finished = torch.zeros((), dtype=torch.long, device=runtime.device), []
+        for ranks, phases in plan:
+            mine, clock = ranks[runtime.rank], time.perf_counter()
+            for i in mine:
+                scorer.score_batch(tokens, queue[i], h.seed * 1_000_003 + i, buffer)
+            runtime.synchronize()
+            timings["adapter_ms"] += 1000.0 * (time.perf_counter() - clock)
+            done = sorted(i for r in ranks for i in r)
+            segment = order[bounds[done[0]]:bounds[done[-1] + 1]]
+            values = all_reduce(buffer[:, segment].contiguous(), runtime)  # the segment's scores, in stream order
+            total_nll += values[0].double().sum()
+            misscored += (values[3] != 1).sum()
+            for i in done:
+                part = slice(bounds[i] - bounds[done[0]], bounds[i + 1] - bounds[done[0]])
+                targets = slice(bounds[i], bounds[i + 1])
+                chunk = ChunkScores(stream, bounds[i], bounds[i + 1], *values[:3, part], all_bytes[order[targets]],
+                                    *(() if hints is None else (values[4, part], hints[targets])))
+                timings["mixer_ms"] += run_hooks(hooks, chunk)
+            finished += [span for i in done for span in queue[i]]
+            for k in phases:
+                clock = time.perf_counter()
+                training = sorted(finished, key=lambda span: (span[1] - span[0], span[0]))  # shortest first
+                global_phase(model, tokens, training[:h.ttt_phase_prefix_docs * (k + 1) // h.ttt_phases], h, runtime)
+                scorer.adapters.rows = 0  # fresh adapters after a phase
+                runtime.synchronize()
+                timings["sgd_ms"] += 1000.0 * (time.perf_counter() - clock)
+    check_scored_once(int(misscored) + int(order.numel() != tokens.numel() - 1))
+    return finish_result("ttt", total_nll, all_bytes, began, runtime, hooks, timings["mixer_ms"],
+                         {key: round(ms) for key, ms in timings.items()})
 
 
 # -----------------------------------------------------------------------------
@@ -3236,6 +3571,64 @@ def mix_logprobs(tokens: Tensor, neural_nll: Tensor, h: Hyperparameters, chunk_t
     return torch.cat(mixed), clock.mixer
 
 
+# The token-only n-gram tilt of the records (#2130/#2135), a comparison beside DualClock: a hint h
+# per target from the 15 tokens before it (the token that first reached the top count after that context, if its
+# share of the context's count is >= DC_TILT_THRESHOLD), then p'(a) = p(a)·e^{β·1[a=h]} / (1 + p(h)·(e^β − 1)), a
+# distribution over all V ids. Its counts run over the stream the evaluation scores, in that order (the records
+# counted in document order while scoring in length order, 7.4); a hint reads only tokens before its target.
+
+
+def ngram_hints(tokens: Tensor, h: Hyperparameters) -> Tensor:
+    """(N-1,) long: the hint for each target of `tokens` (-1: none), as a left-to-right pass over the stream would
+    give it, counted at once: positions sorted by (context, token, position) and (context, position)."""
+    n, order = tokens.numel() - 1, h.dc_tilt_order - 1
+    key = torch.zeros(n, dtype=torch.long, device=tokens.device)
+    for j in range(order):  # a 64-bit polynomial hash of tokens[i-order+1 .. i] (wrapping multiply)
+        key = key * HASH_MUL + F.pad(tokens[:n], (order - 1 - j, 0))[:n] + 1
+    rank = torch.arange(n, device=key.device)
+    valid = rank >= order - 1  # a whole context (earlier positions get distinct keys of their own)
+    key = torch.where(valid, key, rank)
+    target = tokens[1:]
+    by_pair = torch.sort(key[torch.sort(target, stable=True)[1]], stable=True)[1]
+    by_pair = torch.sort(target, stable=True)[1][by_pair]  # positions by (context, token, position)
+    pair_start = F.pad((key[by_pair][1:] != key[by_pair][:-1]) | (target[by_pair][1:] != target[by_pair][:-1]), (1, 0), value=True)
+    count = torch.empty_like(key)  # each position's pair count after it
+    count[by_pair] = rank - torch.cummax(torch.where(pair_start, rank, 0), 0)[0] + 1
+    by_context = torch.sort(key, stable=True)[1]  # positions by (context, position)
+    run_start = F.pad(key[by_context][1:] != key[by_context][:-1], (1, 0), value=True)
+    first = torch.cummax(torch.where(run_start, rank, 0), 0)[0]  # each sorted position's run start
+    counts = count[by_context]
+    top = torch.cummax(first * (n + 1) + counts, 0)[0] - first * (n + 1)  # the run's top count so far
+    record = run_start | (counts > F.pad(top[:-1], (1, 0)))  # a token that strictly passes the top count
+    leader = target[by_context][torch.cummax(torch.where(record, rank, 0), 0)[0]]
+    seen = rank - first  # earlier positions of the context: the state before each one is the previous one's
+    fires = ~run_start & (F.pad(top[:-1], (1, 0)) / seen.clamp_min(1) >= h.dc_tilt_threshold) & valid[by_context]
+    hints = torch.empty_like(key)
+    hints[by_context] = torch.where(fires, F.pad(leader[:-1], (1, 0)), -1)
+    return hints
+
+
+class NgramTilt:
+    """The tilt as an evaluation hook: the tilted NLL of each scored target from its network NLL and log p(hint)
+    (the scorers add it with DC_TILT); log_fields gives tilt_bpb, and mixed_bpb when it is the only mixer."""
+
+    def __init__(self, h: Hyperparameters):
+        self.boost, self.nll, self.bytes, self.fired = h.dc_tilt_boost, 0.0, 0.0, 0
+
+    def on_chunk(self, chunk: ChunkScores) -> None:
+        fires = chunk.hint >= 0
+        hit = fires & (chunk.hint == chunk.tokens[chunk.target_start + 1:chunk.target_end + 1])
+        q = chunk.hint_logprob.double().clamp_max(0).exp()
+        tilted = chunk.nll.double() - self.boost * hit + fires * torch.log1p(q * math.expm1(self.boost))
+        self.nll += float(tilted.sum())
+        self.bytes += float(chunk.target_bytes.sum())
+        self.fired += int(fires.sum())
+
+    def log_fields(self) -> dict:
+        tilt_bpb = round(self.nll / math.log(2) / self.bytes, 8)
+        return {"tilt_bpb": tilt_bpb, "mixed_bpb": tilt_bpb, "tilt_fired": self.fired}
+
+
 # -----------------------------------------------------------------------------
 # MAIN
 # The orchestrator: validate inputs before spending compute, train, quantize, write the
@@ -3369,11 +3762,12 @@ def evaluate_artifact(h: Hyperparameters, runtime: Runtime, log: Logger, val_tok
         if wanted and (h.eval_diagnostics or name == scored):
             results[name] = log_eval(log, evaluate_windows(name, scorer, val_tokens, tables, stride, h, runtime))
     if h.ttt_enabled:
-        hooks = [DualClock(h, h.vocab_size, runtime.device)] if h.dc_enabled else []
+        hooks = [DualClock(h, h.vocab_size, runtime.device)] * h.dc_enabled + [NgramTilt(h)] * h.dc_tilt
         recorder = NetworkPassRecorder() if h.eval_dump_path else None
-        results["ttt"] = log_eval(log, evaluate_ttt(scorer, val_tokens, tables, h, runtime,
-                                                    hooks + [recorder] * bool(recorder)))
-        if hooks:
+        hooks += [recorder] * bool(recorder)
+        results["ttt"] = log_eval(log, evaluate_documents(scorer.model, val_tokens, tables, h, runtime, hooks)
+                                  if h.ttt_mode == "document" else evaluate_ttt(scorer, val_tokens, tables, h, runtime, hooks))
+        if h.dc_enabled or h.dc_tilt:
             log.fields("dualclock", **results["ttt"].dualclock)
         if recorder is not None and runtime.is_main:
             recorder.save(h.eval_dump_path)
@@ -3381,10 +3775,12 @@ def evaluate_artifact(h: Hyperparameters, runtime: Runtime, log: Logger, val_tok
     return results[scored]
 
 
-def log_budget(log: Logger, phases: dict[str, float], scored: str) -> dict[str, int]:
-    """The eval_budget line: each evaluation phase's ms, the scored path (artifact load + the scored
-    evaluation, compile included) against the 600 s budget, and everything that ran."""
+def log_budget(log: Logger, phases: dict[str, float], scored: str, parts: Mapping[str, int] = {}) -> dict[str, int]:
+    """The eval_budget line: each evaluation phase's ms (and document TTT's parts of ttt_ms: adapter scoring, global
+    SGD, mixer), the scored path (artifact load + the scored evaluation, compile included) against the 600 s
+    budget, and everything that ran."""
     budget = {f"{name}_ms": round(ms) for name, ms in phases.items()}
+    budget.update({f"ttt_{key}": ms for key, ms in parts.items() if key != "compile_ms"})  # inside ttt_ms
     budget.update(scored_eval_ms=round(phases["load"] + phases[scored]), total_eval_ms=round(sum(phases.values())),
                   scored_limit_ms=EVALUATION_LIMIT_MS)
     budget["scored_within_limit"] = int(budget["scored_eval_ms"] <= EVALUATION_LIMIT_MS)
@@ -3403,7 +3799,7 @@ def run(h: Hyperparameters, runtime: Runtime, log: Logger) -> None:
     torch.manual_seed(h.seed)  # same seed on every rank: identical initial weights
     np.random.seed(h.seed)
     processor = load_tokenizer(h.tokenizer_path, h.vocab_size)
-    val_tokens = load_validation_tokens(h.data_path, h.eval_seq_len, h.val_max_tokens)
+    val_tokens = load_validation_tokens(h.data_path, h.eval_seq_len, h.val_max_tokens, h.eval_include_tail)
     tables = load_byte_sidecar(h, val_tokens, processor) or build_byte_tables(processor)
     log.fields(val_bytes=int(tables.target_bytes(val_tokens).sum()), sidecar=int(isinstance(tables, SidecarBytes)),
                train_shards=len(find_shards(h.data_path, "train")))  # the data's fingerprint (docs/data.md)
@@ -3427,7 +3823,7 @@ def run(h: Hyperparameters, runtime: Runtime, log: Logger) -> None:
             phases["pre_quant"] = pre_quant.eval_time_ms
         del model
     final = evaluate_artifact(h, runtime, log, val_tokens, tables, phases)
-    budget = log_budget(log, phases, scored_evaluation(h))
+    budget = log_budget(log, phases, scored_evaluation(h), final.extra if final.name == "ttt" else {})
     log.fields("final", eval=final.name, val_loss=final.val_loss, val_bpb=final.val_bpb,
                train_time_ms=round(training["train_time_ms"]), total_eval_time_ms=budget["total_eval_ms"],
                scored_eval_time_ms=budget["scored_eval_ms"], artifact_bytes=accounting["artifact_bytes"],

@@ -66,7 +66,8 @@ GPUS = 8
 LOOPING_SHARE = 0.65  # depth recurrence switches on at 35 % of the training time
 SUMMARY_KEYS = ("compile_s", "step_ms", "train_tok_per_s", "projected_steps_8gpu", "eval_tok_per_s",
                 "projected_eval_s_8gpu", "dc_chunk_ms", "dc_cuda_vs_cpu", "peak_mib", "hessian_s", "gptq_s",
-                "ttt_step_ms", "smoke_2rank")
+                "ttt_step_ms", "smoke_2rank",
+                "doc_ttt_us_per_token")
 # The record configuration is the dataclass defaults; a rehearsal shrinks the sizes, not the code paths.
 REHEARSAL = {"NUM_LAYERS": "4", "MODEL_DIM": "64", "NUM_HEADS": "4", "NUM_KV_HEADS": "2", "MLP_MULT": "2",
              "ROPE_DIMS": "8", "LOOP_START": "1", "LOOP_END": "2", "NUM_LOOPS": "1", "PARALLEL_START_LAYER": "3",
@@ -215,6 +216,24 @@ def check_evaluation(h, runtime, model, clock: Clock) -> tuple[dict, list]:
         figures["dc_chunk_ms_orders_8"] = None
     say("eval " + " ".join(f"{k}:{format_value(v)}" for k, v in figures.items()))
     return figures, kept.chunks
+
+
+def check_document_ttt(h, runtime, model, clock: Clock) -> float | None:
+    """Document TTT (TTT_MODE=document at #1874's LoRA settings, no phases) on the same model and stream: microseconds
+    per scored target of its adapter scoring, compile excluded. A projection of its share of the 600 s on 8 GPUs
+    (cost per target x the validation targets / 8) assumes the stream's document lengths are FineWeb's; the phases'
+    SGD runs at the stream TTT's training speed and DualClock at dc_chunk_ms per chunk."""
+    if not clock.allows(120):
+        return None
+    tables = tg.build_byte_tables(tg.load_tokenizer(h.tokenizer_path, h.vocab_size))
+    tokens = tg.load_validation_tokens(h.data_path, h.eval_seq_len, h.val_max_tokens)
+    result = tg.evaluate_documents(model, tokens, tables, dataclasses.replace(h, ttt_mode="document", ttt_phases=0),
+                                   runtime)
+    per_token = 1000 * result.extra["adapter_ms"] / result.tokens
+    say(f"document_ttt tokens:{result.tokens} adapter_ms:{result.extra['adapter_ms']} compile_ms:"
+        f"{result.extra['compile_ms']} bpb:{result.val_bpb:.4f} projected_adapter_s_8gpu:"
+        f"{per_token * VALIDATION_TOKENS / GPUS / 1e6:.0f}")
+    return per_token
 
 
 def check_mixture(h, chunks: list, runtime) -> float | None:
@@ -404,10 +423,11 @@ def main(argv=None) -> int:
         loader = tg.TrainLoader(h.data_path, h.train_seq_len, runtime.rank, runtime.world_size, h.seed + 1)
         gptq = check_gptq(h, runtime, model, loader, rehearse)
         ttt = check_ttt_step(h, runtime, model, args.train_steps, project=runtime.is_cuda and not rehearse)
-        evaluation, difference, failed = {}, None, []
+        evaluation, difference, document_us, failed = {}, None, None, []
         try:
             evaluation, chunks = check_evaluation(h, runtime, model, clock)
             difference = check_mixture(h, chunks, runtime) if clock.allows(60) else None
+            document_us = check_document_ttt(h, runtime, model, clock)
         except Exception:  # a crash here is a finding: report it, run the smoke, fail at the end
             say("eval failed:\n" + traceback.format_exc())
             failed.append("eval")
@@ -418,7 +438,8 @@ def main(argv=None) -> int:
                  if clock.allows(SMOKE_NEEDS_S) else None)
         if smoke == "fail":
             failed.append("smoke_2rank")
-    values = {**train, **evaluation, **gptq, **ttt, "dc_cuda_vs_cpu": difference, "smoke_2rank": smoke}
+    values = {**train, **evaluation, **gptq, **ttt, "dc_cuda_vs_cpu": difference, "smoke_2rank": smoke,
+              "doc_ttt_us_per_token": document_us}
     if runtime.is_cuda:  # compile and memory figures mean something on CUDA only (the CPU runs eager)
         values["compile_s"] = train["train_compile_s"] + evaluation.get("eval_compile_s", 0.0)
         values["peak_mib"] = torch.cuda.max_memory_allocated() / 2**20

@@ -1,12 +1,13 @@
 """Plant each legality or learning bug in a scratch copy of train_gpt.py and check that a test fails.
 
 Why: a test that passes proves nothing until it has been seen to fail on the bug it guards. Each bug
-below is one textual patch of train_gpt.py (the review's ten kinds and the match expert's own); the
+below is one textual patch of train_gpt.py (the review's ten kinds, the match expert's own, and the
+evaluation loop's: stream and document TTT, the mixer's order, the n-gram tilt); the
 script copies the repository's code and tests into a temporary folder, applies one patch, runs the
 tests meant to catch it there (pytest -x), and reports whether they failed. The unpatched copy must
 pass the same tests. tests/test_planted_bugs.py checks that every patch still applies.
 
-    python bench/planted_bugs.py            # every bug (~10 minutes on one thread)
+    python bench/planted_bugs.py            # every bug (~15 minutes on one thread)
     python bench/planted_bugs.py --only match_reads_its_own_target
 """
 from __future__ import annotations
@@ -27,6 +28,12 @@ HASHED_REFERENCE = "tests/test_dualclock.py::test_vectorized_experts_match_the_s
 CAUSALITY = "tests/test_dualclock.py::test_gate_and_escapes_for_a_chunk_learn_only_from_earlier_chunks"
 STABILITY = "tests/test_dualclock_learning.py::test_one_ulp_on_one_network_nll_barely_moves_the_result"
 VERIFIED = "tests/test_dualclock_learning.py::test_the_match_expert_keeps_only_candidates_whose_tokens_agree"
+REAL_LOOP = "tests/test_eval_causality.py::test_stream_evaluation_with_dualclock_is_causal_through_the_real_loop"
+DOCUMENT = "tests/test_eval_causality.py::test_document_evaluation_with_dualclock_is_causal_in_its_order"
+DOCUMENT_ORDER = ("tests/test_dualclock_learning.py::"
+                  "test_dualclock_over_document_ttt_matches_the_slow_reference_in_the_evaluation_order")
+DOCUMENT_TESTS = [DOCUMENT, DOCUMENT_ORDER]  # the document path's legality tests
+TILT_REFERENCE = "tests/test_eval_causality.py::test_ngram_hints_match_a_left_to_right_pass"
 
 # (name, what the bug does, text in train_gpt.py, its replacement, the tests that must catch it); a bug of
 # several patches gives tuples of texts and replacements.
@@ -81,6 +88,47 @@ BUGS = [
      "bucket * (blocks >= needed))",
      "bucket.clamp_min(1))",
      [VERIFIED]),
+    ("network_statistics_one_late", "the mixer gets each target's entropy and top probability one position late "
+     "(from a context that holds the target): passed all 59 DualClock and evaluation tests before the real-loop test",
+     "chunk = ChunkScores(tokens, first_target, last_target, nll, entropy, top_prob,",
+     "chunk = ChunkScores(tokens, first_target, last_target, nll, entropy.roll(-1), top_prob.roll(-1),",
+     [REAL_LOOP]),
+    ("stream_ttt_reads_the_next_chunk", "stream TTT trains on a chunk and the next one's first tokens, unscored",
+     "trainer.train_on_chunk(tokens, first_target, last_target, h.ttt_lr * cosine)",
+     "trainer.train_on_chunk(tokens, first_target, min(last_target + h.eval_seq_len, num_targets), h.ttt_lr * cosine)",
+     [REAL_LOOP]),
+    ("adapter_learns_before_scoring", "document TTT: the adapters take a step on a chunk before scoring it",
+     "                statistics = self.forward(inputs, positions, tokens[index + 1], hints)\n",
+     "                if learn:\n                    (self.forward(inputs, positions, tokens[index + 1], hints)[0] * scored).sum().backward()\n"
+     "                    self.adapters.optimizer.step()\n                    self.adapters.optimizer.zero_grad()\n"
+     "                statistics = self.forward(inputs, positions, tokens[index + 1], hints)\n",
+     [DOCUMENT]),
+    ("adapter_reads_its_target", "document TTT: each target is scored from the position after it (its input)",
+     "positions = (target - begin[:, None]).clamp(0, width - 1)",
+     "positions = (target - begin[:, None] + 1).clamp(0, width - 1)",
+     [DOCUMENT]),
+    ("chunks_overlap", "document TTT: each chunk also scores the previous chunk's last target",
+     "target = k * chunk + offsets  #",
+     "target = k * chunk + offsets - (k > 0)  #",
+     [DOCUMENT]),
+    ("phase_trains_on_unscored_documents", "a global SGD phase trains on the shortest documents, scored or not",
+     "training = sorted(finished, key=",
+     "training = sorted(spans, key=",
+     [DOCUMENT]),
+    ("mixer_in_document_order", "document TTT: the mixer reads the stream in document order while the network "
+     "scores in length order (#2130/#2135's counts)",
+     "chunk = ChunkScores(stream, bounds[i]",
+     "chunk = ChunkScores(tokens, bounds[i]",
+     [DOCUMENT_ORDER, DOCUMENT]),
+    ("tilt_counts_in_document_order", "the n-gram tilt's counts run in document order while documents are scored in "
+     "length order (#2130/#2135)",
+     "hints = ngram_hints(stream, h) if h.dc_tilt else None",
+     "hints = ngram_hints(tokens, h)[order] if h.dc_tilt else None",
+     [DOCUMENT]),
+    ("tilt_hint_counts_its_target", "the tilt's hint is the leader after its own target is counted",
+     "hints[by_context] = torch.where(fires, F.pad(leader[:-1], (1, 0)), -1)",
+     "hints[by_context] = torch.where(fires, leader, -1)",
+     [TILT_REFERENCE]),
     ("adam_like_steps", "Adam's two faults: steps of 0.1 per chunk whatever its size, eps 1e-8",
      ("gradient / (scale + LEARNER_EPS)", "step, keep = rate * share,"),
      ("gradient / (scale + 1e-8)", "step, keep = 0.1,"),

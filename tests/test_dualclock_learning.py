@@ -12,6 +12,7 @@
 """
 from __future__ import annotations
 
+import itertools
 import math
 import random
 import sys
@@ -55,7 +56,8 @@ def repetitive_stream(length: int, vocab: int, seed: int) -> torch.Tensor:
 
 def informed_network(tokens: torch.Tensor, vocab: int, seed: int) -> tuple[torch.Tensor, dict]:
     """A made-up network that is often right: random logits plus a random boost on the true next token.
-    Returns float32 NLL of tokens[1:] and the context-only statistics (entropy, top probability)."""
+    Returns float32 NLL of tokens[1:] and its entropy and top probability, which depend on the target
+    (the boost): for the reference and stability tests only, never a legality test (test_planted_bugs)."""
     generator, n, parts = torch.Generator().manual_seed(seed), tokens.numel() - 1, []
     for first in range(0, n, 2048):  # blocks: (n, V) at once would take gigabytes at V = 8192
         rows = min(2048, n - first)
@@ -114,8 +116,9 @@ def learn(parameter, prior, scale, loss_function, steps, rate, tokens):
 
 
 def reference_default_path(tokens: torch.Tensor, nll: torch.Tensor, network: dict, h: tg.Hyperparameters,
-                           chunk_tokens: int) -> torch.Tensor:
-    """(n, 4) network, global, document and match log-probs and (n,) mixed, one token at a time."""
+                           chunk_tokens) -> torch.Tensor:
+    """(n, 4) network, global, document and match log-probs and (n,) mixed, one token at a time; chunks of
+    chunk_tokens, or (a list) chunks ending at the given targets, as the document evaluation hands them over."""
     stream, vocab, (orders, document_orders) = tokens.tolist(), h.vocab_size, (h.dc_sharp_orders, h.dc_document_orders)
     lengths = [int(k) for k in h.dc_match_tokens.split(",")]
     short, levels = lengths[0], len(lengths)
@@ -132,8 +135,9 @@ def reference_default_path(tokens: torch.Tensor, nll: torch.Tensor, network: dic
     gate_prior[0] = (prior / prior.sum()).log()
     gate, gate_scale = gate_prior.clone(), torch.zeros_like(gate_prior)
     columns, mixed = [], []
-    for chunk_index, start in enumerate(range(0, len(stream) - 1, chunk_tokens)):
-        end = min(start + chunk_tokens, len(stream) - 1)
+    ends = chunk_tokens if isinstance(chunk_tokens, list) else list(range(chunk_tokens, len(stream) - 1, chunk_tokens))
+    ends = sorted(set(ends) | {len(stream) - 1})
+    for chunk_index, (start, end) in enumerate(zip([0] + ends[:-1], ends)):
         chunk_stats, chunk_features, chunk_logprobs = [], [], []
         for i in range(start, end):
             target = stream[i + 1]
@@ -285,13 +289,15 @@ def candidate_scores(tokens, network, h, chunk_tokens, i):
 def test_every_candidate_through_the_public_path_sums_to_one(mode):
     h = tg.Hyperparameters.from_env({"VOCAB_SIZE": "24", "DC_GATE_SAMPLE_TOKENS": "32", **MODES[mode]})
     tokens, chunk_tokens = repetitive_stream(200, h.vocab_size, seed=41), 48
+    tokens[[60, 120, 121, 150]] = BOS  # document boundaries (the stream alone has its BOS at 0 only)
     generator = torch.Generator().manual_seed(42)
     network = torch.softmax(torch.randn(200, h.vocab_size, generator=generator, dtype=torch.float64) * 2, 1)
     nll = -network[:199].gather(1, tokens[1:].unsqueeze(1))[:, 0].log()
     stats = {"entropy": -(network[:199] * network[:199].log()).sum(1).float(), "top_prob": network[:199].max(1).values.float()}
     full_mixed, _ = tg.mix_logprobs(tokens, nll, h, chunk_tokens, stats)
     full_experts = tg.ppm_logprobs(tokens, h, chunk_tokens)
-    bos_targets = [i for i in range(100, 198) if tokens[i + 1] == BOS or tokens[i] == BOS][:2]
+    bos_targets = [i for i in range(100, 198) if tokens[i + 1] == BOS or tokens[i] == BOS][:3]
+    assert bos_targets == [119, 120, 121]  # a target that is a BOS, an empty document, a document's first target
     legacy = h.dc_experts == "hashed" and h.dc_hash == "legacy"  # float32 experts, as published
     for i in [0, 5, 47, 48, 131, 198] + bos_targets:
         mixed, experts, used = candidate_scores(tokens, network, h, chunk_tokens, i)
@@ -342,3 +348,46 @@ def test_one_ulp_on_one_network_nll_barely_moves_the_result(chunk_tokens, length
         difference[i] = 0  # the target whose NLL moved
         assert abs(changed.sum().item() - mixed.sum().item()) < 1e-6 * abs(mixed.sum().item())
         assert difference.max().item() < 1e-3
+
+
+# -- the document evaluation's order --------------------------------------------------------------------------
+
+
+def test_dualclock_over_document_ttt_matches_the_slow_reference_in_the_evaluation_order():
+    """The real document evaluation hands DualClock one chunk per batch of the evaluation stream: the documents
+    sorted by length, in batches, the batches longest first, the unfinished last document last. That stream is
+    rebuilt here from the spec, and the slow reference run on it, chunk by chunk, with the network's scores the
+    hook received, agrees with what DualClock mixed in the loop."""
+    from test_eval_causality import document_settings, flat_tables, long_documents_stream, tiny_model
+
+    h = document_settings()
+    tokens = long_documents_stream(h.vocab_size)
+    starts = [i for i in range(tokens.numel() - 1) if tokens[i] == BOS]
+    documents = list(zip(starts, starts[1:] + [tokens.numel() - 1]))  # targets [first, end)
+    tail = [] if tokens[-1] == BOS else [documents.pop()]
+    documents.sort(key=lambda d: d[1] - d[0])
+    batches = [documents[i:i + h.ttt_doc_batch] for i in range(0, len(documents), h.ttt_doc_batch)]
+    batches.sort(key=lambda b: -max(e - f for f, e in b))
+    order = [i for batch in batches + [tail] for f, e in batch for i in range(f, e)]
+    expected_stream = torch.cat([tokens[order], tokens[order[-1] + 1:order[-1] + 2]])
+    ends = list(itertools.accumulate(sum(e - f for f, e in batch) for batch in batches + [tail] if batch))
+
+    class Keep:
+        chunks = []
+
+        def on_chunk(self, chunk):
+            self.chunks.append(chunk)
+
+    clock, keep = tg.DualClock(h, h.vocab_size, "cpu"), Keep()
+    runtime = tg.setup_runtime(h, {})
+    tg.evaluate_documents(tiny_model(h), tokens, flat_tables(h.vocab_size), h, runtime, hooks=[keep, clock])
+    assert [c.target_end for c in keep.chunks] == ends and all(torch.equal(c.tokens, expected_stream) for c in keep.chunks)
+    nll = torch.cat([c.nll for c in keep.chunks])
+    network = {key: torch.cat([getattr(c, key) for c in keep.chunks]) for key in ("entropy", "top_prob")}
+    columns, mixed = reference_default_path(expected_stream, nll, network, h, ends)
+    replay = tg.DualClock(h, h.vocab_size, "cpu")
+    replayed = torch.cat([replay.mix_chunk(c.tokens, c.target_start, c.target_end, c.nll,
+                                           {"entropy": c.entropy, "top_prob": c.top_prob})[1] for c in keep.chunks])
+    torch.testing.assert_close(replayed, mixed, rtol=0, atol=1e-9)
+    assert clock.loss_sums[-1].item() == pytest.approx(-mixed.sum().item(), rel=1e-12)  # the loop's mixed total
+    assert len(keep.chunks) > 5 and reference_default_path.match_counts

@@ -171,8 +171,8 @@ PLANTED = {
     "Muon's exchange buffer on the host": (
         "                               device=params[0].device)", "                               device=\"cpu\")", 1),
     "DualClock's tables on the host": (
-        "        hooks = [DualClock(h, h.vocab_size, runtime.device)] if h.dc_enabled else []",
-        "        hooks = [DualClock(h, h.vocab_size, \"cpu\")] if h.dc_enabled else []", 1),
+        "        hooks = [DualClock(h, h.vocab_size, runtime.device)] * h.dc_enabled + [NgramTilt(h)] * h.dc_tilt",
+        "        hooks = [DualClock(h, h.vocab_size, \"cpu\")] * h.dc_enabled + [NgramTilt(h)] * h.dc_tilt", 1),
     "window starts built on the host": (
         "            starts = host_to_device([w[0] for w in batch] + [batch[0][0]] * pads, device)",
         "            starts = torch.tensor([w[0] for w in batch] + [batch[0][0]] * pads)", 1),

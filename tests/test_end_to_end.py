@@ -159,3 +159,27 @@ def test_eval_budget_line_and_a_record_run_without_diagnostics(two_rank_run):
     budget = [r for r in record if r.get("event") == "eval_budget"][-1]
     assert {k for k in budget if k.endswith("_ms")} == {"load_ms", "ttt_ms", "scored_eval_ms", "total_eval_ms",
                                                         "scored_limit_ms"}
+
+
+DOCUMENT_TTT = {"TTT_MODE": "document", "TTT_LORA_RANK": "8", "TTT_DOC_BATCH": "1", "TTT_DOC_CHUNK_TOKENS": "16",
+                "TTT_SHORT_CHUNKS": "64:8", "TTT_PHASES": "2", "TTT_PHASE_PREFIX_DOCS": "2", "TTT_CHUNK_TOKENS": "64",
+                "DC_ENABLED": "1", "DC_TILT": "1", "SLIDING_WINDOW_ENABLED": "0", "EVAL_INCLUDE_TAIL": "1"}
+
+
+def test_document_ttt_gives_the_same_score_twice_on_two_ranks(two_rank_run):
+    """Deterministic document TTT: ranks take batches by a fixed plan and adapters are drawn from seeds, so the
+    same artifact and seed give the same figures on a given world size (the records raced on a file lock)."""
+    env, work, _ = two_rank_run
+    lines = []
+    for run in ("a", "b"):
+        out = torchrun(dict(env, **DOCUMENT_TTT, EVAL_ONLY="1", RUN_ID=f"doc_{run}"), 2, work)
+        assert out.returncode == 0, out.stderr[-4000:]
+        records = read_log(work / "logs" / f"doc_{run}.txt")
+        lines.append([r for r in records if r.get("event") == "dualclock"][-1])
+        budget = [r for r in records if r.get("event") == "eval_budget"][-1]
+        assert {"ttt_adapter_ms", "ttt_sgd_ms", "ttt_mixer_ms"} <= set(budget) and budget["ttt_sgd_ms"] > 0
+        assert last(records, "val_bpb", {"event": "final"}) == lines[-1]["mixed_bpb"]
+        assert last(records, "tokens", {"eval": "ttt"}) == last(records, "tokens", {"eval": "quantized"})
+    assert {k: v for k, v in lines[0].items() if "time" not in k and "share" not in k} == \
+        {k: v for k, v in lines[1].items() if "time" not in k and "share" not in k}
+    assert lines[0]["tilt_fired"] > 0 and lines[0]["neural_bpb"] != lines[0]["mixed_bpb"]

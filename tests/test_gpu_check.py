@@ -25,7 +25,7 @@ def test_rehearsal_runs_every_part_and_ends_with_the_summary_line(tmp_path):
     lines = out.stdout.strip().splitlines()
     summary = dict(field.split(":", 1) for field in lines[-1].split()[1:])
     assert lines[-1].startswith("gpu_check device:") and list(summary) == ["device", *gpu_check.SUMMARY_KEYS]
-    for key in ("step_ms", "train_tok_per_s", "eval_tok_per_s", "dc_chunk_ms", "hessian_s", "gptq_s", "ttt_step_ms"):
+    for key in ("step_ms", "train_tok_per_s", "eval_tok_per_s", "dc_chunk_ms", "hessian_s", "gptq_s", "ttt_step_ms", "doc_ttt_us_per_token"):
         assert float(summary[key]) > 0, key  # measured, at rehearsal sizes
     assert summary["smoke_2rank"] == "ok", out.stdout[-3000:]  # main() on 2 gloo processes: every phase, final line
     gptq = dict(field.split(":", 1) for field in next(line for line in lines if line.startswith("gptq ")).split()[1:])
@@ -63,7 +63,7 @@ def test_summary_line_prints_n_a_for_what_was_not_measured():
     line = gpu_check.summary_line(runtime, {"step_ms": 12.5, "peak_mib": None})
     assert line == ("gpu_check device:cpu compile_s:n/a step_ms:12.5000 train_tok_per_s:n/a projected_steps_8gpu:n/a "
                     "eval_tok_per_s:n/a projected_eval_s_8gpu:n/a dc_chunk_ms:n/a dc_cuda_vs_cpu:n/a peak_mib:n/a "
-                    "hessian_s:n/a gptq_s:n/a ttt_step_ms:n/a smoke_2rank:n/a")
+                    "hessian_s:n/a gptq_s:n/a ttt_step_ms:n/a smoke_2rank:n/a doc_ttt_us_per_token:n/a")
 
 
 def test_the_timed_ttt_step_has_the_shape_each_of_8_ranks_runs():

@@ -4,6 +4,7 @@ GPTQ clock, and runtime packages checked before any training. CUDA itself is lef
 bench/gpu_check.py and the tests marked `gpu`."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import subprocess
@@ -300,3 +301,25 @@ def test_a_missing_runtime_package_fails_before_training(tiny_env, tmp_path):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_muon_exchange_is_bf16():
     assert tg.newton_schulz(torch.randn(64, 32, device="cuda"), 5).dtype == torch.bfloat16
+
+
+def test_document_ttt_compiles_in_its_warm_up_and_never_again(counting_compile, monkeypatch):
+    """Document TTT on the compiled path: its adapter hooks are registered once, so each (rows, chunk, window)
+    shape compiles in the warm-up on zeros, and a second whole evaluation compiles nothing; eager agrees."""
+    from test_eval_causality import DOCUMENT_ENV, long_documents_stream
+
+    h = tiny(**{**DOCUMENT_ENV, "VOCAB_SIZE": "64", "TTT_PHASES": "1", "TTT_PHASE_PREFIX_DOCS": "4"})
+    runtime = compiling(tg.setup_runtime(h, {}))
+    tokens = long_documents_stream(h.vocab_size)
+    model = perturbed_model(h, runtime)
+    model.looping = True
+    timed_warm_up, after_warm_up = tg.timed_warm_up, []
+    monkeypatch.setattr(tg, "timed_warm_up", lambda runtime, warm_up: (
+        timed_warm_up(runtime, warm_up), after_warm_up.append(len(counting_compile)))[0])
+    first = tg.evaluate_documents(copy.deepcopy(model), tokens, flat_tables(h.vocab_size), h, runtime)
+    graphs = len(counting_compile)
+    assert graphs == after_warm_up[0] > 0 and first.extra["compile_ms"] > 0  # nothing compiled in the timed pass
+    second = tg.evaluate_documents(copy.deepcopy(model), tokens, flat_tables(h.vocab_size), h, runtime)
+    assert len(counting_compile) == graphs and second.val_loss == first.val_loss
+    eager = tg.evaluate_documents(copy.deepcopy(model), tokens, flat_tables(h.vocab_size), h, tg.setup_runtime(h, {}))
+    assert eager.val_loss == pytest.approx(first.val_loss, rel=1e-6)

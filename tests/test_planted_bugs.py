@@ -2,6 +2,8 @@
 planted in a scratch copy, is caught by the test meant to catch it (the whole set: run the script)."""
 from __future__ import annotations
 
+import importlib
+import inspect
 import sys
 from pathlib import Path
 
@@ -22,3 +24,13 @@ def test_every_planted_bug_applies_once_and_changes_the_code():
 def test_a_planted_normalization_bug_is_caught(capsys):
     assert planted_bugs.main(["--only", "gate_weights_unnormalized", "--skip-clean"]) == 0
     assert "| gate_weights_unnormalized |" in capsys.readouterr().out
+
+
+def test_no_legality_test_uses_a_network_whose_statistics_read_the_target():
+    """informed_network's entropy and top probability depend on the target: a legality test fed them could
+    not tell a mixer that reads the target from one that does not."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    for test_id in (planted_bugs.LEGALITY, planted_bugs.CAUSALITY, planted_bugs.REAL_LOOP, *planted_bugs.DOCUMENT_TESTS):
+        path, name = test_id.split("::")
+        module = importlib.import_module(Path(path).stem)
+        assert "informed_network" not in inspect.getsource(getattr(module, name)), test_id
