@@ -317,14 +317,15 @@ class Hyperparameters:
 
 # The recipes (docs/architecture.md, the README's recipe table): each a table of knob values over the defaults,
 # which are pr1493's. The frontier stacks share their model and optimizer; they differ in the gates, the clip
-# sigmas, the warm-down and what the artifact adds. The evaluation stays ours (stream TTT); their phased
-# document-LoRA TTT and CaseOps data are not part of a recipe.
+# sigmas, the warm-down and what the artifact adds. They are scored by phased document-LoRA TTT with their
+# records' settings (SPEC table of docs/evaluation.md); CaseOps data is the data's choice, not a recipe's.
 FRONTIER_BASE = dict(
     parallel_lanes=2, parallel_start_layer=8,  # two lanes from layer 8 (#1529/#1530)
     smear_gate_enabled=True, attn_doc_mask=True,  # SmearGate (#1667); document-masked attention (#1530)
     muon_momentum=0.97, muon_ns_coefficients="polar_express", matrix_lr=0.026, min_lr=0.10,  # #1514, #1787, #1586
     muon_bf16_momentum=True,  # #1523's banks
     embed_bits=7, gptq_calibration_batches=16, lqer_enabled=True,  # #1586, #1626, #1797
+    ttt_mode="document",  # #1530's per-document LoRA TTT, phased global SGD from #1610/#1626 (the defaults: #1874's)
 )
 RECIPES: dict[str, dict] = {
     "pr1493": {},  # the defaults: the published 1.0810 stack
@@ -333,12 +334,14 @@ RECIPES: dict[str, dict] = {
                    mlp_clip_sigmas=12.0, attn_clip_sigmas=13.0, embed_clip_sigmas=15.0),
     "pr1855": dict(FRONTIER_BASE, qk_gain_init=5.0, sparse_attn_gate_enabled=True, sparse_attn_gate_scale=0.5,
                    gated_attn_quant_gate=True, warmdown_frac=0.85, beta2=0.99, gptq_reserve_seconds=0.5,
-                   mlp_clip_sigmas=11.5, attn_clip_sigmas=13.0, embed_clip_sigmas=14.0, compressor="pergroup"),
+                   mlp_clip_sigmas=11.5, attn_clip_sigmas=13.0, embed_clip_sigmas=14.0, compressor="pergroup",
+                   ttt_lora_rank=80, ttt_beta2=0.99, ttt_weight_decay=0.5, ttt_phase_prefix_docs=2500),
 }
 # best: the #2014 record (#1855 + #1945/#1953/#2014's legal levers) without its AsymLogit, which never trains.
 RECIPES["best"] = dict(RECIPES["pr1855"], qk_gain_init=5.25, gptq_reserve_seconds=4.0, awq_lite_enabled=True,
                        train_seq_len=3072, eval_seq_len=3072, train_seq_schedule="1024@0.1,2048@0.7,3072@1.0",
-                       seq_change_warmup_steps=32)
+                       seq_change_warmup_steps=32, ttt_lora_lr=0.75e-4, ttt_lora_targets="k,o,mlp,head",
+                       ttt_short_chunks="256:8,2000:24", ttt_doc_batch=24, ttt_phases=1, eval_include_tail=True)
 
 
 def seq_schedule(h: Hyperparameters) -> list[tuple[int, float]]:

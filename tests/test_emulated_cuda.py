@@ -215,3 +215,17 @@ def test_gpu_check_runs_its_cuda_code_paths_on_emulated_cuda(tmp_path):
     summary = [line for line in out.stdout.splitlines() if line.startswith("gpu_check ")]
     assert summary and "device:Emulated_CUDA" in summary[-1]
     assert "syncs_per_step:1.0000" in out.stdout  # its own count, through torch.cuda.set_sync_debug_mode
+
+
+@pytest.mark.slow
+def test_the_best_recipe_runs_on_emulated_cuda_on_two_ranks(tiny_env, emulated_work):
+    """The frontier's techniques (two lanes, SmearGate, gates, document mask, AWQ-lite, LQER, document TTT)
+    under CUDA's rules, with DualClock over document TTT."""
+    env = pipeline_env(tiny_env, "best2", RECIPE="best", PARALLEL_START_LAYER="2", GPTQ_PASSTHROUGH_MAX_NUMEL="1024",
+                       TRAIN_SEQ_SCHEDULE="16@0.1,32@0.7,64@1.0", SEQ_CHANGE_WARMUP_STEPS="3", COMPRESSOR="brotli",
+                       ARTIFACT_PATH=str(emulated_work / "best.ptz"))
+    out = emulated_run(env, 2, emulated_work)
+    assert out.returncode == 0, out.stderr[-4000:]
+    records = read_log(Path(env["LOG_DIR"]) / "best2.txt")
+    assert final_line(records)["artifact_valid"] == 1
+    assert any("adapter_ms" in r for r in records) and any(r.get("event") == "dualclock" for r in records)
