@@ -233,7 +233,7 @@ assert (state.ddp is not None) == runtime.distributed
 losses = [tg.agree_on_step(tg.train_step(state, h, runtime), False, runtime)[0] for _ in range(3)]
 torch.save({{"state": model.state_dict(), "losses": losses}}, os.environ["OUT"] + f"_{{runtime.rank}}.pt")
 runtime.barrier()
-runtime.close()  # as main() does: without it gloo aborted a rank's exit now and then (SIGABRT, seen in CI)
+runtime.leave()  # as main() does: without it gloo aborted a rank's exit now and then (SIGABRT, seen in CI)
 '''
 
 
