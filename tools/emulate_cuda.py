@@ -495,6 +495,13 @@ def main(argv: list[str]) -> None:
     os.environ["EMULATED_CUDA"] = "1"  # for subprocesses that must run on the same device (gpu_check's smoke)
     sys.path.insert(0, str(Path(argv[0]).resolve().parent))
     with EmulatedCuda() as emulation:
+        leave = os._exit  # a script that ends its process itself (train_gpt's Runtime.leave) still reports
+
+        def report_and_leave(code: int) -> None:
+            print(report_line(emulation), file=sys.stderr, flush=True)
+            leave(code)
+
+        os._exit = report_and_leave
         try:
             runpy.run_path(argv[0], run_name="__main__")
         finally:
@@ -503,7 +510,7 @@ def main(argv: list[str]) -> None:
     # process group is already destroyed (SIGABRT, "terminate called without an active exception"; seen in
     # about 1 of 3 two-rank runs here). A script that raised never gets here: its error and exit code stand.
     sys.stdout.flush()
-    os._exit(0)
+    leave(0)
 
 
 if __name__ == "__main__":
