@@ -915,7 +915,7 @@ class GPT(nn.Module):
                 x, lane1 = block.two_lanes(x, lane1, x0, cos, sin, segments, self.parallel_post_lambdas[layer],
                                            self.parallel_resid_lambdas[layer])
         if lane1 is not None:
-            x = 0.5 * (x + lane1)  # PARALLEL_FINAL_LANE=mean
+            x = 0.5 * (x + lane1)  # the head reads the mean of the two lanes (#1530)
         return self.final_norm(x)
 
     def logits(self, hidden: Tensor) -> Tensor:
@@ -1050,8 +1050,8 @@ class Muon(torch.optim.Optimizer):
                 if i % world_size != rank:
                     continue
                 direction = grad.add(buffer, alpha=group["momentum"])  # Nesterov
-                unit = direction.float() / (direction.float().norm(dim=1, keepdim=True) + 1e-7)  # row equilibration
-                direction = unit.to(direction.dtype)
+                wide = direction.float()  # row equilibration in fp32 whatever the momentum's dtype
+                direction = (wide / (wide.norm(dim=1, keepdim=True) + 1e-7)).to(direction.dtype)
                 updates[i].copy_(self.orthogonalize(direction, group["backend_steps"], group["ns_coefficients"]))
             if world_size > 1:
                 dist.all_reduce(flat)
@@ -1681,7 +1681,7 @@ ARTIFACT_VERSION = 1
 ARTIFACT_PREFIX = "<4sIII"  # magic, version, header bytes, CRC-32 of everything after the prefix
 PACKED_MARKER = "# parameter-golf packed"
 # Definitions the readable source keeps for the tools, benches and tests but a run never calls (the packer
-# itself, the shard writer, the attention yardstick, the offline replay of DualClock): the packed
+# itself, the shard writer, the yardsticks of attention and GPTQ, the offline replay of DualClock): the packed
 # copy leaves them out, and code bytes count what ships. A test checks that no run path reaches them.
 SOURCE_ONLY = ("packed_literal", "pack_source", "write_shard", "reference_attention", "gptq_quantize",
                "ppm_logprobs", "mix_logprobs", "chunk_bounds")
@@ -2164,7 +2164,7 @@ class WindowScorer:
         into a throwaway buffer."""
         windows = windows[:self.h.val_batch_seqs]
         zeros = torch.zeros(windows[-1][0] + self.h.eval_seq_len + 1, dtype=torch.long, device=self.runtime.device)
-        self.score(zeros, windows, stride, torch.zeros(5, zeros.numel(), device=zeros.device)[:4 + (self.hints is not None)], 0)
+        self.score(zeros, windows, stride, torch.zeros(4 + (self.hints is not None), zeros.numel(), device=zeros.device), 0)
 
 
 def reduce_scores(buffer: Tensor, runtime: Runtime) -> tuple[Tensor, Tensor]:
@@ -2403,9 +2403,10 @@ def document_plan(queue: list[list[tuple[int, int]]], h: Hyperparameters, world_
         phases = [k for k, docs in enumerate(due) if finished - len(batch) < docs <= finished]
         if phases or index == len(queue) - 1:
             loads, ranks = [0] * world_size, [[] for _ in range(world_size)]
-            for i in sorted(range(begin, index + 1), key=lambda i: -math.prod(batch_shape(queue[i], h)[1:]) * len(queue[i])):
+            cost = {i: math.prod(batch_shape(queue[i], h)[1:]) * len(queue[i]) for i in range(begin, index + 1)}
+            for i in sorted(cost, key=lambda i: -cost[i]):
                 rank = loads.index(min(loads))
-                loads[rank] += math.prod(batch_shape(queue[i], h)[1:]) * len(queue[i])
+                loads[rank] += cost[i]
                 ranks[rank].append(i)
             segments.append(([sorted(r) for r in ranks], phases))
             begin = index + 1
@@ -3787,12 +3788,12 @@ def evaluate_artifact(h: Hyperparameters, runtime: Runtime, log: Logger, val_tok
     return results[scored]
 
 
-def log_budget(log: Logger, phases: dict[str, float], scored: str, parts: Mapping[str, int] = {}) -> dict[str, int]:
+def log_budget(log: Logger, phases: dict[str, float], scored: str, parts: Mapping[str, int] | None = None) -> dict[str, int]:
     """The eval_budget line: each evaluation phase's ms (and document TTT's parts of ttt_ms: adapter scoring, global
     SGD, mixer), the scored path (artifact load + the scored evaluation, compile included) against the 600 s
     budget, and everything that ran."""
     budget = {f"{name}_ms": round(ms) for name, ms in phases.items()}
-    budget.update({f"ttt_{key}": ms for key, ms in parts.items() if key != "compile_ms"})  # inside ttt_ms
+    budget.update({f"ttt_{key}": ms for key, ms in (parts or {}).items() if key != "compile_ms"})  # inside ttt_ms
     budget.update(scored_eval_ms=round(phases["load"] + phases[scored]), total_eval_ms=round(sum(phases.values())),
                   scored_limit_ms=EVALUATION_LIMIT_MS)
     budget["scored_within_limit"] = int(budget["scored_eval_ms"] <= EVALUATION_LIMIT_MS)

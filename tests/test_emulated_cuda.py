@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 import train_gpt as tg
-from conftest import ROOT, TINY_ENV
+from conftest import ROOT
 from tools.emulate_cuda import DeviceMismatch, EmulatedCuda, device_index
 from tools.logparse import read_log
 

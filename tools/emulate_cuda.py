@@ -113,8 +113,7 @@ def _name(func) -> str:
 
 
 def _is_cuda(device) -> bool:
-    return device is not None and torch.device(device).type == "cuda" if isinstance(device, (str, torch.device)) \
-        else False
+    return isinstance(device, (str, torch.device)) and torch.device(device).type == "cuda"
 
 
 class DeviceMismatch(RuntimeError):
